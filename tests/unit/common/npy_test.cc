@@ -24,7 +24,7 @@ TEST(Npy, WriteThenReadRoundTrips) {
 
 TEST(Npy, RejectsTruncatedAndMalformed) {
   EXPECT_FALSE(ParseNpy({}).ok());
-  const std::string hdr = "\x93NUMPY\x01\x00";
+  const std::string hdr("\x93NUMPY\x01\x00", 8);
   std::string h = "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 4), }";
   std::string file = hdr + std::string(1, static_cast<char>(h.size())) + std::string(1, '\0') + h;
   std::vector<uint8_t> bytes(file.begin(), file.end());
