@@ -14,11 +14,12 @@
 #include "common/half/half.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
+#include "tests/unit/services/runner/gguf_builder.h"
 
 namespace kvs {
 namespace {
 
-using ::kvs::testing::IsOk;
+using ::kvs::testing::GgufBuilder;
 using ::kvs::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -48,63 +49,6 @@ class TempDir {
 
  private:
   std::filesystem::path path_;
-};
-
-// Builds small GGUF images for the cases a real file does not cover.
-class GgufBuilder {
- public:
-  explicit GgufBuilder(uint32_t version = 3) {
-    Put<uint32_t>(0x46554747);
-    Put(version);
-  }
-
-  template <typename T>
-  GgufBuilder& Put(T v) {
-    const size_t n = meta_.size();
-    meta_.resize(n + sizeof(T));
-    std::memcpy(meta_.data() + n, &v, sizeof(T));
-    return *this;
-  }
-  void PutString(std::vector<uint8_t>* out, const std::string& s) {
-    const uint64_t n = s.size();
-    out->insert(out->end(), reinterpret_cast<const uint8_t*>(&n), reinterpret_cast<const uint8_t*>(&n) + 8);
-    out->insert(out->end(), s.begin(), s.end());
-  }
-  GgufBuilder& KvU32(const std::string& key, uint32_t v) {
-    PutString(&kv_, key);
-    Append(&kv_, uint32_t{4});
-    Append(&kv_, v);
-    ++n_kv_;
-    return *this;
-  }
-  GgufBuilder& Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type,
-                      uint64_t offset) {
-    PutString(&ti_, name);
-    Append(&ti_, static_cast<uint32_t>(dims.size()));
-    for (uint64_t d : dims) Append(&ti_, d);
-    Append(&ti_, type);
-    Append(&ti_, offset);
-    ++n_tensors_;
-    return *this;
-  }
-  std::vector<uint8_t> Build(const std::vector<uint8_t>& data, uint64_t alignment = 32) {
-    std::vector<uint8_t> out = meta_;
-    Append(&out, n_tensors_);
-    Append(&out, n_kv_);
-    out.insert(out.end(), kv_.begin(), kv_.end());
-    out.insert(out.end(), ti_.begin(), ti_.end());
-    out.resize((out.size() + alignment - 1) / alignment * alignment);
-    out.insert(out.end(), data.begin(), data.end());
-    return out;
-  }
-
- private:
-  template <typename T>
-  static void Append(std::vector<uint8_t>* out, T v) {
-    out->insert(out->end(), reinterpret_cast<const uint8_t*>(&v), reinterpret_cast<const uint8_t*>(&v) + sizeof(T));
-  }
-  std::vector<uint8_t> meta_, kv_, ti_;
-  uint64_t n_kv_ = 0, n_tensors_ = 0;
 };
 
 TEST(Gguf, ReadsStories260KMetadataAndTensorTable) {
