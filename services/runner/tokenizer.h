@@ -65,8 +65,8 @@ class Tokenizer {
   bool add_bos_by_default() const { return add_bos_; }
   const std::string& token_text(int32_t id) const { return tokens_[id]; }
   bool IsControl(int32_t id) const;
-  // Tokens that end generation: EOS plus, where the vocabulary has them, end-of-turn markers
-  // such as "<|im_end|>" and "<|eot_id|>".
+  // Tokens that end generation: EOS, BOS (a new document; llama2.c stops there) and, where the
+  // vocabulary has them as control tokens, end-of-turn markers such as "<|im_end|>".
   const std::vector<int32_t>& stop_tokens() const { return stop_tokens_; }
 
  protected:

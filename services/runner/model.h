@@ -1,0 +1,168 @@
+// services/runner/model.h — a Llama-family decoder (libtorch inside, no torch in this header).
+//
+// The architecture (ARCHITECTURE.md §6): token embedding, per layer RMSNorm -> Q/K/V (optional
+// bias) -> RoPE -> grouped-query attention over the KV cache -> output projection, RMSNorm ->
+// SwiGLU FFN, residuals; final RMSNorm and a tied or separate output matrix. RoPE rotates
+// interleaved pairs (x[2i], x[2i+1]) for GGUF "llama" weights (the converter permutes Q/K rows
+// for that) and halves (x[i], x[i+D/2]) for "qwen2". CPU computes in fp32; on a CUDA build of
+// libtorch the same code runs with fp16/bf16 weights (RunnerOptions).
+//
+//   KVS_ASSIGN_OR_RETURN(kvs::GgufFile f, kvs::GgufFile::Open(path));
+//   kvs::RunnerOptions opts;
+//   opts.threads = 2;
+//   KVS_ASSIGN_OR_RETURN(std::unique_ptr<kvs::LlamaModel> m, kvs::LlamaModel::Load(f, opts));
+//   KVS_ASSIGN_OR_RETURN(kvs::PrefillResult p, m->Prefill(prompt_ids));      // KV + last logits
+//   int32_t next = kvs::ArgMax(p.last_logits);
+//   KVS_ASSIGN_OR_RETURN(std::vector<float> logits, m->Step(&p.cache, next)); // decode one token
+//
+// The KV cache is K and V, each [L, H_kv, S, D], keys after RoPE (ARCHITECTURE.md §2). It
+// converts to and from fp16 buffers laid out as kvs::KvCacheView (common/tensor/kv.h), so codecs
+// can run on it, and it can carry a keep mask: positions with mask 0 are evicted and attention
+// ignores them (token pruning); their RoPE positions still count, so later tokens keep theirs.
+//
+// Thread-safety: a LlamaModel is immutable after Load(); its const methods may run concurrently
+// on distinct KvCache objects. A KvCache is not thread-safe. Load() sets libtorch's (process-wide)
+// intra-op thread count from RunnerOptions::threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/tensor/kv.h"
+
+namespace kvs {
+
+class GgufFile;
+
+enum class RopeStyle { kInterleaved, kHalf };
+
+struct ModelConfig {
+  std::string architecture;  // general.architecture: "llama" or "qwen2"
+  std::string name;          // general.name, when present
+  int64_t layers = 0;
+  int64_t dim = 0;        // embedding width
+  int64_t hidden = 0;     // FFN width
+  int64_t heads = 0;      // query heads
+  int64_t kv_heads = 0;   // key/value heads (GQA when < heads)
+  int64_t head_dim = 0;
+  int64_t vocab = 0;
+  int64_t context = 0;    // trained context length (informational: longer sequences still run)
+  double rope_base = 10000.0;
+  double rms_eps = 1e-5;
+  RopeStyle rope = RopeStyle::kInterleaved;
+  bool tied_output = false;  // output matrix is the token embedding
+  bool qkv_bias = false;
+
+  // [L, H_kv, tokens, D]
+  KvGeometry KvGeometryFor(int64_t tokens) const { return {layers, kv_heads, tokens, head_dim}; }
+  std::string ToString() const;
+};
+
+struct RunnerOptions {
+  // Intra-op threads for libtorch (and OpenBLAS when it is the BLAS). 0 leaves the current
+  // setting. libtorch's setting is process-wide: the last Load() wins.
+  int threads = 0;
+  // "cpu" or "cuda" (the latter only when libtorch was built with CUDA and a device is present).
+  std::string device = "cpu";
+  // Compute and cache dtype: "f32" (default), or "f16"/"bf16" (CUDA only).
+  std::string dtype = "f32";
+};
+
+// Row-major logits, rows x vocab.
+struct Logits {
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  std::vector<float> data;
+
+  const float* row(int64_t i) const { return data.data() + i * vocab; }
+  absl::Span<const float> Row(int64_t i) const { return {row(i), static_cast<size_t>(vocab)}; }
+};
+
+// Index of the largest value (the first on ties), or -1 for an empty span.
+int32_t ArgMax(absl::Span<const float> v);
+
+// A request's KV cache. Move-only; Clone() copies.
+class KvCache {
+ public:
+  KvCache();
+  KvCache(KvCache&&) noexcept;
+  KvCache& operator=(KvCache&&) noexcept;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+  ~KvCache();
+
+  // Positions held (evicted ones included).
+  int64_t tokens() const;
+  KvGeometry geometry() const;
+  // One entry per position, 1 = attended, 0 = evicted; empty when nothing is evicted.
+  const std::vector<uint8_t>& keep_mask() const;
+  int64_t evicted() const;
+  // Replaces the keep mask (tokens() entries, or empty for "keep all").
+  absl::Status SetKeepMask(absl::Span<const uint8_t> keep);
+
+  // Writes K and V as 16-bit floats into `out`, whose geometry must equal geometry() (dtype fp16
+  // or bf16, as out says).
+  absl::Status ExportF16(const MutableKvCacheView& out) const;
+  // Convenience: K and V as fp16 vectors of geometry().elements() each.
+  absl::Status ExportF16(std::vector<uint16_t>* k, std::vector<uint16_t>* v) const;
+
+  // A copy of the first `p` positions (and their keep mask).
+  absl::StatusOr<KvCache> Prefix(int64_t p) const;
+  KvCache Clone() const;
+
+ private:
+  friend class LlamaModel;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct PrefillResult {
+  KvCache cache;
+  std::vector<float> last_logits;  // logits after the last prompt token
+};
+
+class LlamaModel {
+ public:
+  // Reads the config and weights (any dtype GgufFile dequantises) and builds the model.
+  // InvalidArgument for missing or mis-shaped tensors, Unimplemented for other architectures.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& gguf,
+                                                          const RunnerOptions& options);
+  ~LlamaModel();
+
+  const ModelConfig& config() const { return config_; }
+  // An empty cache (S = 0) for this model.
+  KvCache NewCache() const;
+
+  // Runs the prompt from scratch: the KV cache of all its tokens and the last token's logits.
+  absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens) const;
+  // Appends `tokens` to `cache` (positions cache->tokens() onwards) in one forward pass and
+  // returns their logits: every row when all_logits, else only the last row.
+  absl::StatusOr<Logits> Extend(KvCache* cache, absl::Span<const int32_t> tokens,
+                                bool all_logits) const;
+  // One decode step: appends `token` and returns the next-token logits.
+  absl::StatusOr<std::vector<float>> Step(KvCache* cache, int32_t token) const;
+  // Teacher forcing: logits at each continuation position given `prefix` (not modified), all in
+  // one forward pass. Row i predicts the token after continuation[i].
+  absl::StatusOr<Logits> Score(const KvCache& prefix, absl::Span<const int32_t> continuation) const;
+
+  // Builds a cache from 16-bit K and V [L, H_kv, S, D] (geometry must match this model) and an
+  // optional keep mask of S entries (0 = evicted, masked out of attention).
+  absl::StatusOr<KvCache> ImportF16(const KvCacheView& kv,
+                                    absl::Span<const uint8_t> keep_mask = {}) const;
+
+ private:
+  struct Weights;
+  LlamaModel();
+  absl::StatusOr<Logits> ExtendImpl(KvCache* cache, absl::Span<const int32_t> tokens,
+                                    bool all_logits) const;
+
+  ModelConfig config_;
+  std::unique_ptr<Weights> w_;
+};
+
+}  // namespace kvs
