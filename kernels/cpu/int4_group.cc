@@ -2,18 +2,21 @@
 // and palu_int4. Interface and semantics: kernels/cpu/int4_group.h.
 //
 // Reference path: one group at a time in scalar fp32, straight from the spec, single-threaded.
-// Fast path: groups split over the pool; per group, an AVX2/F16C kernel (fp16 -> fp32 into a
-// 128-float stack buffer with min/max on the way, true division, RNE, clip, nibble packing).
-// Both paths compute the same fp32 operations in the same order, so payloads and decoded values
-// are bit-identical. The portable fallback (no AVX2/F16C) runs the scalar group code in parallel.
+// Fast path: groups split over the pool; per group, AVX2/F16C kernels (min/max on order-preserving
+// integer keys of the fp16 bits, codes by a checked reciprocal multiply that falls back to true
+// division near rounding boundaries, nibble packing; see below). Payloads and decoded values are
+// bit-identical to the reference path. The portable fallback (no AVX2/F16C) runs the scalar group
+// code in parallel.
 // NaN inputs give unspecified (but in-bounds) codes: a NaN code rounds to 0.
 #include "kernels/cpu/int4_group.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "common/half/half.h"
 #include "kernels/format/bytes.h"
@@ -105,100 +108,138 @@ void DecodeGroupsScalar(const uint8_t* packed, const uint8_t* scales, const uint
 }
 
 // ---- AVX2 / F16C ----
+//
+// The vector kernel multiplies by the reciprocal of the scale and checks the result: the product
+// y and the reference quotient fl(d / scale) differ by at most 3 ulp of |y| <= 15.0001, i.e. less
+// than 2^-18, so they round to the same integer unless y lies within that distance of a
+// half-integer. Lanes within 2^-16 of one (or NaN) send their 64-value half-group to the division
+// kernel, which is the reference's arithmetic. Groups whose scale is not a normal finite float
+// (infinities, fp32 ranges below 15 * FLT_MIN) go to the division kernel too.
 
-__attribute__((target("avx2,f16c"))) inline float HMin(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
+#define KVS_AVX2 __attribute__((target("avx2,f16c")))
+
+// fp16 bits <-> int16 keys whose signed order is the order of the (non-NaN) values.
+KVS_AVX2 inline __m256i OrderKeys(__m256i h) {
+  return _mm256_xor_si256(h, _mm256_and_si256(_mm256_srai_epi16(h, 15), _mm256_set1_epi16(0x7FFF)));
 }
-__attribute__((target("avx2,f16c"))) inline float HMax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
+inline uint16_t KeyToHalf(uint16_t k) { return (k & 0x8000) ? k ^ 0x7FFF : k; }
+
+KVS_AVX2 inline void MinMaxF16(const uint16_t* src, float* mn, float* mx) {
+  __m256i lo = _mm256_set1_epi16(0x7FFF), hi = _mm256_set1_epi16(-0x8000);
+  for (int i = 0; i < kGroup; i += 16) {
+    const __m256i k = OrderKeys(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    lo = _mm256_min_epi16(lo, k);
+    hi = _mm256_max_epi16(hi, k);
+  }
+  const __m128i l = _mm_min_epi16(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+  const __m128i h = _mm_max_epi16(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+  // Signed min = unsigned min of key ^ 0x8000; signed max = 0x7FFF ^ unsigned min of key ^ 0x7FFF.
+  const int kl = _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(l, _mm_set1_epi16(-0x8000))), 0);
+  const int kh = _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(h, _mm_set1_epi16(0x7FFF))), 0);
+  *mn = HalfToFloat(KeyToHalf(static_cast<uint16_t>(kl ^ 0x8000)));
+  *mx = HalfToFloat(KeyToHalf(static_cast<uint16_t>(kh ^ 0x7FFF)));
 }
 
-// 8 values -> 8 int32 codes.
-__attribute__((target("avx2,f16c"))) inline __m256i Codes8(__m256 x, __m256 zero, __m256 scale) {
+KVS_AVX2 inline void MinMaxF32(const float* src, float* mn, float* mx) {
+  __m256 lo = _mm256_loadu_ps(src), hi = lo;
+  for (int i = 8; i < kGroup; i += 8) {
+    const __m256 v = _mm256_loadu_ps(src + i);
+    lo = _mm256_min_ps(lo, v);
+    hi = _mm256_max_ps(hi, v);
+  }
+  __m128 l = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  *mn = _mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1)));
+  *mx = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
+template <typename T>
+KVS_AVX2 inline __m256 Load8(const T* p) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    return _mm256_loadu_ps(p);
+  }
+}
+
+// 8 values -> 8 int32 codes, by division (the reference's arithmetic).
+KVS_AVX2 inline __m256i CodesDiv8(__m256 x, __m256 zero, __m256 scale) {
   __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(x, zero), scale),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   r = _mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(15.0f));
   return _mm256_cvttps_epi32(r);
 }
 
-// 32 codes (4 x 8 int32, in order) -> 32 bytes in order.
-__attribute__((target("avx2,f16c"))) inline __m256i Bytes32(__m256i a, __m256i b, __m256i c,
-                                                             __m256i d) {
-  const __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-  return _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+// 8 values -> 8 int32 codes, by the reciprocal; lanes near a rounding boundary set bits in *near.
+KVS_AVX2 inline __m256i CodesMul8(__m256 x, __m256 zero, __m256 inv, __m256* near) {
+  const __m256 y = _mm256_mul_ps(_mm256_sub_ps(x, zero), inv);
+  const __m256 r = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 dist = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(y, r));
+  *near = _mm256_or_ps(*near, _mm256_cmp_ps(dist, _mm256_set1_ps(0.5f - 0x1p-16f), _CMP_NLT_UQ));
+  return _mm256_cvttps_epi32(r);
 }
 
-// Quantises the 128 fp32 values at x (min and max known) into 64 packed bytes.
-__attribute__((target("avx2,f16c"))) void QuantGroupAvx2(const float* x, float mn, float mx,
-                                                          uint8_t* packed, uint8_t* scale_out,
-                                                          uint8_t* zero_out) {
+// 64 codes (8 x 8 int32 in 0..15, in order) -> 32 packed bytes, high nibble first.
+KVS_AVX2 inline void Pack64(const __m256i* c, uint8_t* packed) {
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i nib = _mm256_set1_epi16(0x0110);  // pairs (c[2j], c[2j+1]) -> 16*c[2j] + c[2j+1]
+  __m256i b[2];
+  for (int k = 0; k < 2; ++k) {
+    const __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(c[4 * k], c[4 * k + 1]),
+                                          _mm256_packs_epi32(c[4 * k + 2], c[4 * k + 3]));
+    b[k] = _mm256_maddubs_epi16(_mm256_permutevar8x32_epi32(w, order), nib);
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed),
+                      _mm256_permute4x64_epi64(_mm256_packus_epi16(b[0], b[1]), 0xD8));
+}
+
+// Quantises the 128 values at x (fp16 or fp32; min and max known) into 64 packed bytes.
+template <typename T>
+KVS_AVX2 void QuantGroupAvx2(const T* x, float mn, float mx, uint8_t* packed, uint8_t* scale_out,
+                             uint8_t* zero_out) {
   float scale, zero;
   GroupParams(mn, mx, &scale, &zero);
+  const bool normal = std::isfinite(zero) && std::isfinite(scale) && scale >= FLT_MIN;
   const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero);
-  const __m256i nib = _mm256_set1_epi16(0x0110);  // pairs (c[2j], c[2j+1]) -> 16*c[2j] + c[2j+1]
+  const __m256 inv = _mm256_set1_ps(1.0f / scale);
   for (int half = 0; half < 2; ++half) {
-    const float* p = x + 64 * half;
+    const T* p = x + 64 * half;
     __m256i c[8];
-    for (int i = 0; i < 8; ++i) c[i] = Codes8(_mm256_loadu_ps(p + 8 * i), vz, vs);
-    const __m256i b0 = Bytes32(c[0], c[1], c[2], c[3]);
-    const __m256i b1 = Bytes32(c[4], c[5], c[6], c[7]);
-    const __m256i w = _mm256_packus_epi16(_mm256_maddubs_epi16(b0, nib),
-                                          _mm256_maddubs_epi16(b1, nib));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed + 32 * half),
-                        _mm256_permute4x64_epi64(w, 0xD8));
+    __m256 near = _mm256_setzero_ps();
+    if (normal) {
+      for (int i = 0; i < 8; ++i) c[i] = CodesMul8(Load8(p + 8 * i), vz, inv, &near);
+    }
+    if (!normal || !_mm256_testz_ps(near, near)) {
+      for (int i = 0; i < 8; ++i) c[i] = CodesDiv8(Load8(p + 8 * i), vz, vs);
+    }
+    Pack64(c, packed + 32 * half);
   }
   StoreF32(scale_out, scale);
   StoreF32(zero_out, zero);
 }
 
-// Full groups [g0, g1) of fp16 input.
-__attribute__((target("avx2,f16c"))) void EncodeF16Avx2(const uint16_t* x, int64_t g0, int64_t g1,
-                                                         uint8_t* packed, uint8_t* scales,
-                                                         uint8_t* zeros) {
-  alignas(32) float buf[kGroup];
+// Full groups [g0, g1).
+template <typename T>
+KVS_AVX2 void EncodeGroupsAvx2(const T* x, int64_t g0, int64_t g1, uint8_t* packed,
+                               uint8_t* scales, uint8_t* zeros) {
   for (int64_t g = g0; g < g1; ++g) {
-    const uint16_t* src = x + g * kGroup;
-    __m256 mn = _mm256_set1_ps(INFINITY), mx = _mm256_set1_ps(-INFINITY);
-    for (int i = 0; i < kGroup; i += 8) {
-      const __m256 v =
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-      _mm256_store_ps(buf + i, v);
-      mn = _mm256_min_ps(mn, v);
-      mx = _mm256_max_ps(mx, v);
+    const T* src = x + g * kGroup;
+    float mn, mx;
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      MinMaxF16(src, &mn, &mx);
+    } else {
+      MinMaxF32(src, &mn, &mx);
     }
-    QuantGroupAvx2(buf, HMin(mn), HMax(mx), packed + g * (kGroup / 2), scales + 4 * g,
-                   zeros + 4 * g);
-  }
-}
-
-// Full groups [g0, g1) of fp32 input.
-__attribute__((target("avx2,f16c"))) void EncodeF32Avx2(const float* x, int64_t g0, int64_t g1,
-                                                         uint8_t* packed, uint8_t* scales,
-                                                         uint8_t* zeros) {
-  for (int64_t g = g0; g < g1; ++g) {
-    const float* src = x + g * kGroup;
-    __m256 mn = _mm256_set1_ps(INFINITY), mx = _mm256_set1_ps(-INFINITY);
-    for (int i = 0; i < kGroup; i += 8) {
-      const __m256 v = _mm256_loadu_ps(src + i);
-      mn = _mm256_min_ps(mn, v);
-      mx = _mm256_max_ps(mx, v);
-    }
-    QuantGroupAvx2(src, HMin(mn), HMax(mx), packed + g * (kGroup / 2), scales + 4 * g,
-                   zeros + 4 * g);
+    QuantGroupAvx2(src, mn, mx, packed + g * (kGroup / 2), scales + 4 * g, zeros + 4 * g);
   }
 }
 
 // Padded last group: load through the scalar loader, then the vector kernel.
 template <typename T>
-__attribute__((target("avx2,f16c"))) void EncodeTailAvx2(const T* x, int64_t n, int64_t g,
-                                                          uint8_t* packed, uint8_t* scales,
-                                                          uint8_t* zeros) {
+KVS_AVX2 void EncodeTailAvx2(const T* x, int64_t n, int64_t g, uint8_t* packed, uint8_t* scales,
+                             uint8_t* zeros) {
   alignas(32) float buf[kGroup];
   LoadGroupScalar(x, n, g, buf);
   float mn = buf[0], mx = buf[0];
@@ -210,7 +251,7 @@ __attribute__((target("avx2,f16c"))) void EncodeTailAvx2(const T* x, int64_t n, 
 }
 
 // 16 codes (bytes) -> 16 fp16 values.
-__attribute__((target("avx2,f16c"))) inline void Dequant16(__m128i codes, __m256 vs, __m256 vz,
+KVS_AVX2 inline void Dequant16(__m128i codes, __m256 vs, __m256 vz,
                                                            uint16_t* out) {
   const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
   const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
@@ -220,7 +261,7 @@ __attribute__((target("avx2,f16c"))) inline void Dequant16(__m128i codes, __m256
 }
 
 // Full groups [g0, g1).
-__attribute__((target("avx2,f16c"))) void DecodeAvx2(const uint8_t* packed, const uint8_t* scales,
+KVS_AVX2 void DecodeAvx2(const uint8_t* packed, const uint8_t* scales,
                                                       const uint8_t* zeros, int64_t g0, int64_t g1,
                                                       uint16_t* out) {
   const __m128i lo_mask = _mm_set1_epi8(0x0F);
@@ -239,6 +280,8 @@ __attribute__((target("avx2,f16c"))) void DecodeAvx2(const uint8_t* packed, cons
   }
 }
 
+#undef KVS_AVX2
+
 template <typename T>
 void Encode(const T* x, int64_t n, uint8_t* packed, uint8_t* scales, uint8_t* zeros,
             CodecPath path, ThreadPool* pool) {
@@ -253,11 +296,7 @@ void Encode(const T* x, int64_t n, uint8_t* packed, uint8_t* scales, uint8_t* ze
     if (!avx2) return EncodeGroupsScalar(x, n, g0, g1, packed, scales, zeros);
     const int64_t f1 = std::min(g1, full);
     if (g0 < f1) {
-      if constexpr (std::is_same_v<T, uint16_t>) {
-        EncodeF16Avx2(x, g0, f1, packed, scales, zeros);
-      } else {
-        EncodeF32Avx2(x, g0, f1, packed, scales, zeros);
-      }
+      EncodeGroupsAvx2(x, g0, f1, packed, scales, zeros);
     }
     for (int64_t g = std::max(g0, full); g < g1; ++g) EncodeTailAvx2(x, n, g, packed, scales, zeros);
   }, kGrain);
