@@ -323,7 +323,8 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
     }
     if (options_.pipelined) {
       local = submit(i);
-      poll_abort();
+      // After the last chunk a kDone may legitimately be waiting: the final wait reads it.
+      if (i + 1 < n) poll_abort();
     }
   }
   if (!options_.pipelined && local.ok() && peer_abort.ok()) {
