@@ -25,50 +25,61 @@ namespace kvs {
 // ---- KvCache --------------------------------------------------------------------------------
 
 struct KvCache::Impl {
-  std::vector<at::Tensor> k, v;  // per layer [H_kv, capacity, D]
+  std::vector<at::Tensor> k, v;  // per layer [B, H_kv, capacity, D]
+  int64_t batch = 1;
   int64_t len = 0;
   int64_t layers = 0, kv_heads = 0, head_dim = 0;
-  std::vector<uint8_t> keep;  // empty = all kept
+  // Per sequence, len entries; the outer vector is empty when nothing is evicted anywhere.
+  std::vector<std::vector<uint8_t>> keep;
   at::TensorOptions opts;
 
-  int64_t capacity() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(1); }
+  int64_t capacity() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+
+  void Allocate(int64_t cap) {
+    k.resize(layers);
+    v.resize(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      k[l] = at::empty({batch, kv_heads, cap, head_dim}, opts);
+      v[l] = at::empty({batch, kv_heads, cap, head_dim}, opts);
+    }
+  }
 
   // Makes room for `need` positions, copying what is held.
   void Reserve(int64_t need) {
     if (need <= capacity()) return;
     const int64_t cap = std::max<int64_t>({need, 2 * capacity(), 64});
-    for (int64_t l = 0; l < layers; ++l) {
-      at::Tensor nk = at::empty({kv_heads, cap, head_dim}, opts);
-      at::Tensor nv = at::empty({kv_heads, cap, head_dim}, opts);
-      if (len > 0) {
-        nk.narrow(1, 0, len).copy_(k[l].narrow(1, 0, len));
-        nv.narrow(1, 0, len).copy_(v[l].narrow(1, 0, len));
-      }
-      k[l] = nk;
-      v[l] = nv;
+    std::vector<at::Tensor> ok = std::move(k), ov = std::move(v);
+    Allocate(cap);
+    for (int64_t l = 0; l < layers && len > 0; ++l) {
+      k[l].narrow(2, 0, len).copy_(ok[l].narrow(2, 0, len));
+      v[l].narrow(2, 0, len).copy_(ov[l].narrow(2, 0, len));
     }
   }
 
-  std::unique_ptr<Impl> Copy(int64_t positions, int64_t capacity) const {
+  std::unique_ptr<Impl> Copy(int64_t positions, int64_t cap) const {
     auto c = std::make_unique<Impl>();
+    c->batch = batch;
     c->layers = layers;
     c->kv_heads = kv_heads;
     c->head_dim = head_dim;
     c->opts = opts;
-    c->k.resize(layers);
-    c->v.resize(layers);
-    const int64_t cap = std::max<int64_t>(capacity, 1);
-    for (int64_t l = 0; l < layers; ++l) {
-      c->k[l] = at::empty({kv_heads, cap, head_dim}, opts);
-      c->v[l] = at::empty({kv_heads, cap, head_dim}, opts);
-      if (positions > 0) {
-        c->k[l].narrow(1, 0, positions).copy_(k[l].narrow(1, 0, positions));
-        c->v[l].narrow(1, 0, positions).copy_(v[l].narrow(1, 0, positions));
-      }
+    c->Allocate(std::max<int64_t>(cap, 1));
+    for (int64_t l = 0; l < layers && positions > 0; ++l) {
+      c->k[l].narrow(2, 0, positions).copy_(k[l].narrow(2, 0, positions));
+      c->v[l].narrow(2, 0, positions).copy_(v[l].narrow(2, 0, positions));
     }
     c->len = positions;
-    if (!keep.empty()) c->keep.assign(keep.begin(), keep.begin() + positions);
+    for (const std::vector<uint8_t>& m : keep) c->keep.emplace_back(m.begin(), m.begin() + positions);
+    c->Normalize();
     return c;
+  }
+
+  // Drops the masks when no sequence has an evicted position.
+  void Normalize() {
+    for (const std::vector<uint8_t>& m : keep) {
+      if (std::find(m.begin(), m.end(), uint8_t{0}) != m.end()) return;
+    }
+    keep.clear();
   }
 };
 
@@ -77,6 +88,7 @@ KvCache::KvCache(KvCache&&) noexcept = default;
 KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 KvCache::~KvCache() = default;
 
+int64_t KvCache::batch() const { return impl_ ? impl_->batch : 0; }
 int64_t KvCache::tokens() const { return impl_ ? impl_->len : 0; }
 
 KvGeometry KvCache::geometry() const {
@@ -84,47 +96,57 @@ KvGeometry KvCache::geometry() const {
   return {impl_->layers, impl_->kv_heads, impl_->len, impl_->head_dim};
 }
 
-const std::vector<uint8_t>& KvCache::keep_mask() const {
+const std::vector<uint8_t>& KvCache::keep_mask(int64_t b) const {
   static const std::vector<uint8_t>* const kEmpty = new std::vector<uint8_t>();
-  return impl_ ? impl_->keep : *kEmpty;
+  if (!impl_ || impl_->keep.empty() || b < 0 || b >= impl_->batch) return *kEmpty;
+  return impl_->keep[b];
 }
 
-int64_t KvCache::evicted() const {
-  if (!impl_) return 0;
-  return std::count(impl_->keep.begin(), impl_->keep.end(), uint8_t{0});
+int64_t KvCache::evicted(int64_t b) const {
+  const std::vector<uint8_t>& m = keep_mask(b);
+  return std::count(m.begin(), m.end(), uint8_t{0});
 }
 
-absl::Status KvCache::SetKeepMask(absl::Span<const uint8_t> keep) {
+absl::Status KvCache::SetKeepMask(absl::Span<const uint8_t> keep, int64_t b) {
   if (!impl_) return absl::FailedPreconditionError("kv cache: not created by a model");
+  if (b < 0 || b >= impl_->batch) {
+    return absl::OutOfRangeError(absl::StrCat("kv cache: sequence ", b, " of ", impl_->batch));
+  }
   if (!keep.empty() && static_cast<int64_t>(keep.size()) != impl_->len) {
     return absl::InvalidArgumentError(absl::StrCat("kv cache: keep mask has ", keep.size(),
                                                    " entries for ", impl_->len, " positions"));
   }
-  if (std::all_of(keep.begin(), keep.end(), [](uint8_t m) { return m != 0; })) {
-    impl_->keep.clear();
-  } else {
-    impl_->keep.assign(keep.begin(), keep.end());
+  if (impl_->keep.empty()) {
+    impl_->keep.assign(impl_->batch, std::vector<uint8_t>(impl_->len, 1));
   }
+  if (keep.empty()) {
+    impl_->keep[b].assign(impl_->len, 1);
+  } else {
+    for (size_t i = 0; i < keep.size(); ++i) impl_->keep[b][i] = keep[i] != 0;
+  }
+  impl_->Normalize();
   return absl::OkStatus();
 }
 
-absl::Status KvCache::ExportF16(const MutableKvCacheView& out) const {
+absl::Status KvCache::ExportF16(const MutableKvCacheView& out, int64_t b) const {
+  if (!impl_) return absl::FailedPreconditionError("kv cache: not created by a model");
+  if (b < 0 || b >= impl_->batch) {
+    return absl::OutOfRangeError(absl::StrCat("kv cache: sequence ", b, " of ", impl_->batch));
+  }
+  if (out.k.geom != geometry() || out.v.geom != geometry() || out.k.data == nullptr ||
+      out.v.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("kv cache: export target ",
+                                                   out.k.geom.ToString(), " does not match ",
+                                                   geometry().ToString()));
+  }
   try {
-    if (!impl_) return absl::FailedPreconditionError("kv cache: not created by a model");
-    if (out.k.geom != geometry() || out.v.geom != geometry() || out.k.data == nullptr ||
-        out.v.data == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("kv cache: export target ",
-                                                     out.k.geom.ToString(), " does not match ",
-                                                     geometry().ToString()));
-    }
     c10::InferenceMode guard;
     const int64_t n = impl_->kv_heads * impl_->len * impl_->head_dim;
     for (int64_t l = 0; l < impl_->layers; ++l) {
-      for (int kv = 0; kv < 2; ++kv) {
-        const at::Tensor& src = kv == 0 ? impl_->k[l] : impl_->v[l];
-        const MutableKvTensorView& dst = kv == 0 ? out.k : out.v;
-        at::Tensor f =
-            src.narrow(1, 0, impl_->len).to(at::kCPU, at::kFloat).contiguous();
+      for (int which = 0; which < 2; ++which) {
+        const at::Tensor& src = which == 0 ? impl_->k[l] : impl_->v[l];
+        const MutableKvTensorView& dst = which == 0 ? out.k : out.v;
+        at::Tensor f = src.select(0, b).narrow(1, 0, impl_->len).to(at::kCPU, at::kFloat).contiguous();
         const float* p = f.data_ptr<float>();
         if (dst.dtype == DType::kBF16) {
           FloatToBf16N(p, dst.layer(l), static_cast<size_t>(n));
@@ -133,27 +155,27 @@ absl::Status KvCache::ExportF16(const MutableKvCacheView& out) const {
         }
       }
     }
-    return absl::OkStatus();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("kv export: libtorch: ", e.what()));
   }
+  return absl::OkStatus();
 }
 
-absl::Status KvCache::ExportF16(std::vector<uint16_t>* k, std::vector<uint16_t>* v) const {
+absl::Status KvCache::ExportF16(std::vector<uint16_t>* k, std::vector<uint16_t>* v, int64_t b) const {
   const KvGeometry g = geometry();
   k->resize(static_cast<size_t>(g.elements()));
   v->resize(static_cast<size_t>(g.elements()));
   MutableKvCacheView view{{k->data(), g, DType::kF16}, {v->data(), g, DType::kF16}};
-  return ExportF16(view);
+  return ExportF16(view, b);
 }
 
 absl::StatusOr<KvCache> KvCache::Prefix(int64_t p) const {
+  if (!impl_) return absl::FailedPreconditionError("kv cache: not created by a model");
+  if (p < 0 || p > impl_->len) {
+    return absl::OutOfRangeError(
+        absl::StrCat("kv cache: prefix of ", p, " positions from a cache of ", impl_->len));
+  }
   try {
-    if (!impl_) return absl::FailedPreconditionError("kv cache: not created by a model");
-    if (p < 0 || p > impl_->len) {
-      return absl::OutOfRangeError(
-          absl::StrCat("kv cache: prefix of ", p, " positions from a cache of ", impl_->len));
-    }
     c10::InferenceMode guard;
     KvCache c;
     c.impl_ = impl_->Copy(p, p);
@@ -301,12 +323,15 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps) {
   return (xf * r).to(x.scalar_type()) * w;
 }
 
-// x: [heads, T, D]; cos/sin: [T, D/2].
+// x: [..., T, D]; cos/sin: [T, D/2].
 at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      RopeStyle style) {
   const int64_t d = x.size(-1);
   if (style == RopeStyle::kInterleaved) {
-    at::Tensor p = x.reshape({x.size(0), x.size(1), d / 2, 2});
+    std::vector<int64_t> pairs(x.sizes().begin(), x.sizes().end());
+    pairs.back() = d / 2;
+    pairs.push_back(2);
+    at::Tensor p = x.reshape(pairs);
     at::Tensor x0 = p.select(-1, 0), x1 = p.select(-1, 1);
     return at::stack({x0 * cos - x1 * sin, x0 * sin + x1 * cos}, -1).reshape(x.sizes());
   }
@@ -417,7 +442,12 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
     return absl::InvalidArgumentError(absl::StrCat("model: cache geometry ", cache->geometry().ToString(),
                                                    " does not fit ", c.ToString()));
   }
+  const int64_t B = kv.batch;
   if (tokens.empty()) return absl::InvalidArgumentError("model: no tokens to run");
+  if (static_cast<int64_t>(tokens.size()) % B != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model: ", tokens.size(),
+                                                   " tokens do not split over ", B, " sequences"));
+  }
   for (int32_t t : tokens) {
     if (t < 0 || t >= c.vocab) {
       return absl::InvalidArgumentError(absl::StrCat("model: token id ", t, " outside the vocabulary of ", c.vocab));
@@ -425,7 +455,7 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
   }
   c10::InferenceMode guard;
   const Weights& w = *w_;
-  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t T = static_cast<int64_t>(tokens.size()) / B;
   const int64_t S0 = kv.len, S = S0 + T;
   const int64_t group = c.heads / c.kv_heads;
   kv.Reserve(S);
@@ -436,59 +466,66 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
   at::Tensor cos = ang.cos().to(w.opts.device(), w.opts.dtype());
   at::Tensor sin = ang.sin().to(w.opts.device(), w.opts.dtype());
 
-  // Additive attention mask [T, S]: causal, plus evicted positions. None for one token with
-  // nothing evicted.
+  // Additive attention mask [B or 1, 1, 1, T, S]: causal, plus evicted positions. None for one
+  // token with nothing evicted.
   at::Tensor mask;
   if (T > 1 || !kv.keep.empty()) {
-    std::vector<float> m(static_cast<size_t>(T * S), 0.0f);
+    const int64_t mb = kv.keep.empty() ? 1 : B;
+    at::Tensor m = at::zeros({mb, 1, 1, T, S}, at::TensorOptions().dtype(at::kFloat));
+    float* mp = m.data_ptr<float>();
     const float ninf = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < T; ++i) {
-      for (int64_t j = 0; j < S; ++j) {
-        const bool evicted = j < static_cast<int64_t>(kv.keep.size()) && kv.keep[j] == 0;
-        if (j > S0 + i || evicted) m[i * S + j] = ninf;
+    for (int64_t b = 0; b < mb; ++b) {
+      for (int64_t i = 0; i < T; ++i) {
+        float* row = mp + (b * T + i) * S;
+        for (int64_t j = S0 + i + 1; j < S; ++j) row[j] = ninf;
+        if (!kv.keep.empty()) {
+          for (int64_t j = 0; j < S0; ++j) {
+            if (kv.keep[b][j] == 0) row[j] = ninf;
+          }
+        }
       }
     }
-    // clone(): from_blob does not own `m`, which dies with this block.
-    mask = at::from_blob(m.data(), {T, S}, at::TensorOptions().dtype(at::kFloat))
-               .clone()
-               .to(w.opts.device());
+    mask = m.to(w.opts.device());
   }
 
   std::vector<int64_t> ids(tokens.begin(), tokens.end());
-  at::Tensor idx = at::from_blob(ids.data(), {T}, at::TensorOptions().dtype(at::kLong)).to(w.opts.device());
-  at::Tensor x = at::embedding(w.tok_embd, idx);  // [T, dim]
+  at::Tensor idx = at::from_blob(ids.data(), {B, T}, at::TensorOptions().dtype(at::kLong)).to(w.opts.device());
+  at::Tensor x = at::embedding(w.tok_embd, idx);  // [B, T, dim]
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  auto bias = [](const at::Tensor& t) {
+    return t.defined() ? c10::optional<at::Tensor>(t) : c10::optional<at::Tensor>();
+  };
 
   for (int64_t l = 0; l < c.layers; ++l) {
     const Weights::Layer& L = w.layers[l];
     at::Tensor h = RmsNorm(x, L.attn_norm, c.rms_eps);
-    at::Tensor q = at::linear(h, L.wq, L.bq.defined() ? c10::optional<at::Tensor>(L.bq) : c10::nullopt);
-    at::Tensor k = at::linear(h, L.wk, L.bk.defined() ? c10::optional<at::Tensor>(L.bk) : c10::nullopt);
-    at::Tensor v = at::linear(h, L.wv, L.bv.defined() ? c10::optional<at::Tensor>(L.bv) : c10::nullopt);
-    q = ApplyRope(q.view({T, c.heads, c.head_dim}).transpose(0, 1), cos, sin, c.rope);
-    k = ApplyRope(k.view({T, c.kv_heads, c.head_dim}).transpose(0, 1), cos, sin, c.rope);
-    v = v.view({T, c.kv_heads, c.head_dim}).transpose(0, 1);
-    kv.k[l].narrow(1, S0, T).copy_(k);
-    kv.v[l].narrow(1, S0, T).copy_(v);
-    at::Tensor K = kv.k[l].narrow(1, 0, S).unsqueeze(1);  // [Hkv, 1, S, D]
-    at::Tensor V = kv.v[l].narrow(1, 0, S).unsqueeze(1);
-    at::Tensor qg = q.reshape({c.kv_heads, group, T, c.head_dim});
-    at::Tensor scores = at::matmul(qg, K.transpose(-1, -2)).to(at::kFloat) * scale;  // [Hkv,G,T,S]
+    at::Tensor q = at::linear(h, L.wq, bias(L.bq)).view({B, T, c.heads, c.head_dim}).permute({0, 2, 1, 3});
+    at::Tensor k = at::linear(h, L.wk, bias(L.bk)).view({B, T, c.kv_heads, c.head_dim}).permute({0, 2, 1, 3});
+    at::Tensor v = at::linear(h, L.wv, bias(L.bv)).view({B, T, c.kv_heads, c.head_dim}).permute({0, 2, 1, 3});
+    q = ApplyRope(q, cos, sin, c.rope);  // [B, H, T, D]
+    k = ApplyRope(k, cos, sin, c.rope);  // [B, Hkv, T, D]
+    kv.k[l].narrow(2, S0, T).copy_(k);
+    kv.v[l].narrow(2, S0, T).copy_(v);
+    at::Tensor K = kv.k[l].narrow(2, 0, S).unsqueeze(2);  // [B, Hkv, 1, S, D]
+    at::Tensor V = kv.v[l].narrow(2, 0, S).unsqueeze(2);
+    at::Tensor qg = q.reshape({B, c.kv_heads, group, T, c.head_dim});
+    at::Tensor scores = at::matmul(qg, K.transpose(-1, -2)).to(at::kFloat) * scale;  // [B,Hkv,G,T,S]
     if (mask.defined()) scores = scores + mask;
     at::Tensor probs = at::softmax(scores, -1).to(w.opts.dtype());
-    at::Tensor o = at::matmul(probs, V)                    // [Hkv, G, T, D]
-                       .reshape({c.heads, T, c.head_dim})
-                       .transpose(0, 1)
-                       .reshape({T, c.heads * c.head_dim});
+    at::Tensor o = at::matmul(probs, V)  // [B, Hkv, G, T, D]
+                       .reshape({B, c.heads, T, c.head_dim})
+                       .permute({0, 2, 1, 3})
+                       .reshape({B, T, c.heads * c.head_dim});
     x = x + at::linear(o, L.wo);
     h = RmsNorm(x, L.ffn_norm, c.rms_eps);
     x = x + at::linear(at::silu(at::linear(h, L.w_gate)) * at::linear(h, L.w_up), L.w_down);
   }
   kv.len = S;
-  if (!kv.keep.empty()) kv.keep.resize(static_cast<size_t>(S), 1);
+  for (std::vector<uint8_t>& m : kv.keep) m.resize(static_cast<size_t>(S), 1);
 
-  if (!all_logits) x = x.narrow(0, T - 1, 1);
+  if (!all_logits) x = x.narrow(1, T - 1, 1);
   at::Tensor logits = at::linear(RmsNorm(x, w.out_norm, c.rms_eps), w.output)
+                          .reshape({-1, c.vocab})
                           .to(at::kCPU, at::kFloat)
                           .contiguous();
   Logits out;
@@ -507,58 +544,90 @@ absl::StatusOr<PrefillResult> LlamaModel::Prefill(absl::Span<const int32_t> toke
 }
 
 absl::StatusOr<std::vector<float>> LlamaModel::Step(KvCache* cache, int32_t token) const {
+  if (cache != nullptr && cache->batch() > 1) {
+    return absl::InvalidArgumentError("model: Step on a batch cache (use StepBatch)");
+  }
   KVS_ASSIGN_OR_RETURN(Logits l, Extend(cache, absl::MakeConstSpan(&token, 1), /*all_logits=*/false));
   return std::move(l.data);
 }
 
+absl::StatusOr<Logits> LlamaModel::StepBatch(KvCache* cache, absl::Span<const int32_t> tokens) const {
+  if (cache == nullptr || static_cast<int64_t>(tokens.size()) != cache->batch()) {
+    return absl::InvalidArgumentError(absl::StrCat("model: StepBatch wants one token per sequence (",
+                                                   cache ? cache->batch() : 0, "), got ", tokens.size()));
+  }
+  return Extend(cache, tokens, /*all_logits=*/false);
+}
+
 absl::StatusOr<Logits> LlamaModel::Score(const KvCache& prefix,
                                          absl::Span<const int32_t> continuation) const {
+  if (!prefix.impl_) return absl::FailedPreconditionError("model: the cache was not created by a model");
+  const int64_t B = prefix.impl_->batch;
+  std::vector<int32_t> tokens;
+  tokens.reserve(continuation.size() * B);
+  for (int64_t b = 0; b < B; ++b) tokens.insert(tokens.end(), continuation.begin(), continuation.end());
+  KvCache work;
   try {
-    if (!prefix.impl_) return absl::FailedPreconditionError("model: the cache was not created by a model");
-    KvCache work;
-    {
-      c10::InferenceMode guard;
-      work.impl_ = prefix.impl_->Copy(prefix.impl_->len,
-                                      prefix.impl_->len + static_cast<int64_t>(continuation.size()));
-    }
-    return Extend(&work, continuation, /*all_logits=*/true);
+    c10::InferenceMode guard;
+    work.impl_ = prefix.impl_->Copy(prefix.impl_->len,
+                                    prefix.impl_->len + static_cast<int64_t>(continuation.size()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("model score: libtorch: ", e.what()));
   }
+  return Extend(&work, tokens, /*all_logits=*/true);
 }
 
 absl::StatusOr<KvCache> LlamaModel::ImportF16(const KvCacheView& kv,
                                               absl::Span<const uint8_t> keep_mask) const {
-  try {
-    const KvGeometry want = config_.KvGeometryFor(kv.geom().tokens);
+  std::vector<std::vector<uint8_t>> masks;
+  if (!keep_mask.empty()) masks.emplace_back(keep_mask.begin(), keep_mask.end());
+  return ImportF16Batch(absl::MakeConstSpan(&kv, 1), masks);
+}
+
+absl::StatusOr<KvCache> LlamaModel::ImportF16Batch(
+    absl::Span<const KvCacheView> kvs, absl::Span<const std::vector<uint8_t>> keep_masks) const {
+  if (kvs.empty()) return absl::InvalidArgumentError("model: nothing to import");
+  if (!keep_masks.empty() && keep_masks.size() != kvs.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model: ", keep_masks.size(), " keep masks for ",
+                                                   kvs.size(), " sequences"));
+  }
+  const KvGeometry want = config_.KvGeometryFor(kvs[0].geom().tokens);
+  for (const KvCacheView& kv : kvs) {
     if (kv.k.geom != want || kv.v.geom != want || kv.k.data == nullptr || kv.v.data == nullptr ||
         kv.k.dtype != kv.v.dtype) {
       return absl::InvalidArgumentError(absl::StrCat("model: imported KV ", kv.k.geom.ToString(),
                                                      " does not fit this model (want ",
                                                      want.ToString(), ")"));
     }
+  }
+  try {
     KvCache c = NewCache();
     c10::InferenceMode guard;
     KvCache::Impl& impl = *c.impl_;
+    impl.batch = static_cast<int64_t>(kvs.size());
     const int64_t S = want.tokens;
-    impl.Reserve(std::max<int64_t>(S, 1));
+    impl.Allocate(std::max<int64_t>(S, 1));
     const size_t n = static_cast<size_t>(want.layer_elements());
     std::vector<float> buf(n);
-    for (int64_t l = 0; l < want.layers; ++l) {
-      for (int which = 0; which < 2; ++which) {
-        const KvTensorView& src = which == 0 ? kv.k : kv.v;
-        if (src.dtype == DType::kBF16) {
-          Bf16ToFloatN(src.layer(l), buf.data(), n);
-        } else {
-          HalfToFloatN(src.layer(l), buf.data(), n);
+    for (int64_t b = 0; b < impl.batch; ++b) {
+      for (int64_t l = 0; l < want.layers; ++l) {
+        for (int which = 0; which < 2; ++which) {
+          const KvTensorView& src = which == 0 ? kvs[b].k : kvs[b].v;
+          if (src.dtype == DType::kBF16) {
+            Bf16ToFloatN(src.layer(l), buf.data(), n);
+          } else {
+            HalfToFloatN(src.layer(l), buf.data(), n);
+          }
+          at::Tensor t = at::from_blob(buf.data(), {want.heads, S, want.head_dim},
+                                       at::TensorOptions().dtype(at::kFloat));
+          (which == 0 ? impl.k[l] : impl.v[l]).select(0, b).narrow(1, 0, S).copy_(t);
         }
-        at::Tensor t = at::from_blob(buf.data(), {want.heads, S, want.head_dim},
-                                     at::TensorOptions().dtype(at::kFloat));
-        (which == 0 ? impl.k[l] : impl.v[l]).narrow(1, 0, S).copy_(t);
       }
     }
     impl.len = S;
-    KVS_RETURN_IF_ERROR(c.SetKeepMask(keep_mask));
+    for (size_t b = 0; b < keep_masks.size(); ++b) {
+      KVS_RETURN_IF_ERROR(c.SetKeepMask(keep_masks[b], static_cast<int64_t>(b)));
+    }
     return c;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("kv import: libtorch: ", e.what()));

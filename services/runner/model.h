@@ -86,7 +86,9 @@ struct Logits {
 // Index of the largest value (the first on ties), or -1 for an empty span.
 int32_t ArgMax(absl::Span<const float> v);
 
-// A request's KV cache. Move-only; Clone() copies.
+// A KV cache: one sequence (a request), or a batch of B sequences of equal length that run
+// through the model together (the quality benchmark scores every codec's reconstruction of one
+// prompt in one batched forward pass). Move-only; Clone() copies.
 class KvCache {
  public:
   KvCache();
@@ -96,22 +98,25 @@ class KvCache {
   KvCache& operator=(const KvCache&) = delete;
   ~KvCache();
 
-  // Positions held (evicted ones included).
+  // Sequences held (1 unless built by LlamaModel::ImportF16Batch).
+  int64_t batch() const;
+  // Positions held per sequence (evicted ones included).
   int64_t tokens() const;
+  // Geometry of one sequence: [L, H_kv, tokens(), D].
   KvGeometry geometry() const;
-  // One entry per position, 1 = attended, 0 = evicted; empty when nothing is evicted.
-  const std::vector<uint8_t>& keep_mask() const;
-  int64_t evicted() const;
-  // Replaces the keep mask (tokens() entries, or empty for "keep all").
-  absl::Status SetKeepMask(absl::Span<const uint8_t> keep);
+  // One entry per position of sequence b, 1 = attended, 0 = evicted; empty when nothing is.
+  const std::vector<uint8_t>& keep_mask(int64_t b = 0) const;
+  int64_t evicted(int64_t b = 0) const;
+  // Replaces the keep mask of sequence b (tokens() entries, or empty for "keep all").
+  absl::Status SetKeepMask(absl::Span<const uint8_t> keep, int64_t b = 0);
 
-  // Writes K and V as 16-bit floats into `out`, whose geometry must equal geometry() (dtype fp16
-  // or bf16, as out says).
-  absl::Status ExportF16(const MutableKvCacheView& out) const;
+  // Writes sequence b's K and V as 16-bit floats into `out`, whose geometry must equal
+  // geometry() (dtype fp16 or bf16, as out says).
+  absl::Status ExportF16(const MutableKvCacheView& out, int64_t b = 0) const;
   // Convenience: K and V as fp16 vectors of geometry().elements() each.
-  absl::Status ExportF16(std::vector<uint16_t>* k, std::vector<uint16_t>* v) const;
+  absl::Status ExportF16(std::vector<uint16_t>* k, std::vector<uint16_t>* v, int64_t b = 0) const;
 
-  // A copy of the first `p` positions (and their keep mask).
+  // A copy of the first `p` positions of every sequence (and their keep masks).
   absl::StatusOr<KvCache> Prefix(int64_t p) const;
   KvCache Clone() const;
 
@@ -140,20 +145,29 @@ class LlamaModel {
 
   // Runs the prompt from scratch: the KV cache of all its tokens and the last token's logits.
   absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens) const;
-  // Appends `tokens` to `cache` (positions cache->tokens() onwards) in one forward pass and
-  // returns their logits: every row when all_logits, else only the last row.
+  // Appends T tokens to every sequence of `cache` (positions cache->tokens() onwards) in one
+  // forward pass. `tokens` holds batch() x T ids, sequence-major. Returns their logits: every
+  // position (batch() x T rows, sequence-major) when all_logits, else the last position of each
+  // sequence (batch() rows).
   absl::StatusOr<Logits> Extend(KvCache* cache, absl::Span<const int32_t> tokens,
                                 bool all_logits) const;
-  // One decode step: appends `token` and returns the next-token logits.
+  // One decode step of a single-sequence cache: appends `token`, returns the next-token logits.
   absl::StatusOr<std::vector<float>> Step(KvCache* cache, int32_t token) const;
-  // Teacher forcing: logits at each continuation position given `prefix` (not modified), all in
-  // one forward pass. Row i predicts the token after continuation[i].
+  // One decode step of every sequence: tokens[b] is appended to sequence b; batch() rows.
+  absl::StatusOr<Logits> StepBatch(KvCache* cache, absl::Span<const int32_t> tokens) const;
+  // Teacher forcing: logits at each continuation position given `prefix` (not modified), in one
+  // forward pass; every sequence of a batch sees the same continuation. Row b*m + i predicts the
+  // token after continuation[i] in sequence b (m = continuation length).
   absl::StatusOr<Logits> Score(const KvCache& prefix, absl::Span<const int32_t> continuation) const;
 
   // Builds a cache from 16-bit K and V [L, H_kv, S, D] (geometry must match this model) and an
   // optional keep mask of S entries (0 = evicted, masked out of attention).
   absl::StatusOr<KvCache> ImportF16(const KvCacheView& kv,
                                     absl::Span<const uint8_t> keep_mask = {}) const;
+  // Builds a batch cache, one sequence per view (all of one geometry); keep_masks is empty or has
+  // one entry per view (each empty or S entries).
+  absl::StatusOr<KvCache> ImportF16Batch(absl::Span<const KvCacheView> kvs,
+                                         absl::Span<const std::vector<uint8_t>> keep_masks) const;
 
  private:
   struct Weights;

@@ -227,6 +227,57 @@ TEST(LlamaModel, EvictedPositionsAreIgnoredByAttention) {
   EXPECT_EQ(pre.evicted(), 2);
 }
 
+TEST(LlamaModel, BatchedSequencesMatchSingleRuns) {
+  const LlamaModel& m = *Get().model;
+  const std::vector<int32_t> prompt = Encode("Lily and Tom were playing in the park. They liked to play");
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult p, m.Prefill(prompt));
+  const KvGeometry g = p.cache.geometry();
+  std::vector<uint16_t> k, v;
+  KVS_ASSERT_OK(p.cache.ExportF16(&k, &v));
+  // Sequence 1: perturbed values and two evicted positions; sequence 2: the original again.
+  std::vector<uint16_t> k1 = k, v1 = v;
+  for (size_t i = 0; i < k1.size(); i += 3) k1[i] = FloatToHalf(HalfToFloat(k1[i]) * 0.9f);
+  std::vector<uint8_t> keep1(g.tokens, 1);
+  keep1[2] = keep1[5] = 0;
+  const std::vector<KvCacheView> views = {KvCacheView{{k.data(), g}, {v.data(), g}},
+                                          KvCacheView{{k1.data(), g}, {v1.data(), g}},
+                                          KvCacheView{{k.data(), g}, {v.data(), g}}};
+  const std::vector<std::vector<uint8_t>> masks = {{}, keep1, {}};
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache batch, m.ImportF16Batch(views, masks));
+  EXPECT_EQ(batch.batch(), 3);
+  EXPECT_EQ(batch.evicted(0), 0);
+  EXPECT_EQ(batch.evicted(1), 2);
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache single0, m.ImportF16(views[0]));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache single1, m.ImportF16(views[1], keep1));
+  const std::vector<int32_t> cont = {269, 352, 379, 261, 420};
+  KVS_ASSERT_OK_AND_ASSIGN(Logits lb, m.Score(batch, cont));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits l0, m.Score(single0, cont));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits l1, m.Score(single1, cont));
+  ASSERT_EQ(lb.rows, 15);
+  for (int64_t i = 0; i < 5; ++i) {
+    EXPECT_LE(MaxRelDiff(lb.Row(i), l0.Row(i)), 1e-5) << i;
+    EXPECT_LE(MaxRelDiff(lb.Row(5 + i), l1.Row(i)), 1e-5) << i;
+    EXPECT_LE(MaxRelDiff(lb.Row(10 + i), l0.Row(i)), 1e-5) << i;
+  }
+  // Batched decode steps with a different token per sequence.
+  const std::vector<int32_t> next = {269, 352, 379};
+  KVS_ASSERT_OK_AND_ASSIGN(Logits sb, m.StepBatch(&batch, next));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<float> s0, m.Step(&single0, 269));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<float> s1, m.Step(&single1, 352));
+  ASSERT_EQ(sb.rows, 3);
+  EXPECT_LE(MaxRelDiff(sb.Row(0), s0), 1e-5);
+  EXPECT_LE(MaxRelDiff(sb.Row(1), s1), 1e-5);
+  EXPECT_EQ(batch.tokens(), g.tokens + 1);
+  std::vector<uint16_t> kb, vb, ks, vs;
+  KVS_ASSERT_OK(batch.ExportF16(&kb, &vb, 1));
+  KVS_ASSERT_OK(single1.ExportF16(&ks, &vs));
+  EXPECT_EQ(kb, ks);
+  EXPECT_THAT(m.Step(&batch, 1), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("StepBatch")));
+  EXPECT_THAT(m.StepBatch(&batch, std::vector<int32_t>{1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one token per sequence")));
+  EXPECT_THAT(batch.ExportF16(&kb, &vb, 3), StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("sequence 3")));
+}
+
 TEST(LlamaModel, RejectsBadInputs) {
   const LlamaModel& m = *Get().model;
   KvCache c = m.NewCache();
