@@ -11,9 +11,6 @@ absl::Status ValidateSampling(const SamplingParams& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.temperature ", s.temperature, " must be finite and >= 0"));
   }
-  if (s.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.top_k ", s.top_k, " must be >= 0"));
-  }
   if (!std::isfinite(s.top_p) || s.top_p < 0 || s.top_p > 1) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.top_p ", s.top_p, " must be in [0, 1]"));
   }

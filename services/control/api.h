@@ -30,10 +30,9 @@ namespace kvs::control {
 struct SamplingParams {
   float temperature = 0;
   uint64_t seed = 0;
-  int32_t top_k = 0;  // 0: no cut
   float top_p = 0;    // 0 or 1: no nucleus cut
 };
-// INVALID_ARGUMENT for a negative or non-finite temperature, top_k < 0, top_p outside [0, 1].
+// INVALID_ARGUMENT for a negative or non-finite temperature or top_p outside [0, 1].
 absl::Status ValidateSampling(const SamplingParams& s);
 
 enum class TransportKind { kUnspecified = 0, kTcp = 1, kUcx = 2 };
@@ -95,6 +94,7 @@ struct GenerateParams {
   int32_t quality_floor = 0;
   std::string decode_target;       // "" = pick a configured peer
   std::optional<bool> pipelined;   // unset = the daemon's default
+  bool chat = false;               // wrap the prompt in the model's chat template
 };
 
 // Decode.OpenSession.

@@ -37,13 +37,12 @@ pb::Sampling ToProto(const SamplingParams& s) {
   pb::Sampling p;
   p.set_temperature(s.temperature);
   p.set_seed(s.seed);
-  p.set_top_k(s.top_k);
   p.set_top_p(s.top_p);
   return p;
 }
 
 SamplingParams FromProto(const pb::Sampling& s) {
-  return SamplingParams{s.temperature(), s.seed(), s.top_k(), s.top_p()};
+  return SamplingParams{s.temperature(), s.seed(), s.top_p()};
 }
 
 pb::Transport ToProto(TransportKind t) {
@@ -209,6 +208,7 @@ void ToProto(const GenerateParams& p, pb::GenerateRequest* r) {
   r->mutable_codec()->set_quality_floor(p.quality_floor);
   r->set_decode_target(p.decode_target);
   if (p.pipelined.has_value()) r->set_pipelined(*p.pipelined);
+  r->set_chat(p.chat);
 }
 
 absl::StatusOr<GenerateParams> FromProto(const pb::GenerateRequest& r) {
@@ -228,6 +228,7 @@ absl::StatusOr<GenerateParams> FromProto(const pb::GenerateRequest& r) {
   p.quality_floor = r.codec().quality_floor();
   p.decode_target = r.decode_target();
   if (r.has_pipelined()) p.pipelined = r.pipelined();
+  p.chat = r.chat();
   return p;
 }
 
