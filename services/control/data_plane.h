@@ -19,6 +19,9 @@ struct DataPlaneOptions {
   int tcp_streams = 1;                  // parallel TCP connections per transfer (connecting side)
   int tcp_socket_buffer_bytes = 0;      // 0 = kernel auto-tuning
   std::string ucx_tls;                  // UCX_TLS-style list; empty = UCX's choice
+  std::string ucx_net_devices;          // UCX_NET_DEVICES-style list; empty = all
+  // Lanes every transfer must use ("tcp", "posix,sysv,cma", "self"); empty = any (still reported).
+  std::string require_lane;
 };
 
 absl::StatusOr<std::unique_ptr<transfer::Transport>> CreateTcpDataPlane(const DataPlaneOptions& o);

@@ -5,7 +5,6 @@
 #include <mutex>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/impl/server_builder_option.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
@@ -88,14 +87,10 @@ class HealthService final : public hpb::Health::Service {
 
 namespace {
 
-// Adds server reflection to one server without the process-wide plugin registration.
-class ReflectionOption final : public grpc::ServerBuilderOption {
- public:
-  void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
-    plugins->emplace_back(new grpc::reflection::ProtoServerReflectionPlugin());
-  }
-};
+// Linking gRPC::grpc++_reflection registers its server plugin from a static initializer (every
+// server then offers reflection). Taking a symbol's address keeps the library linked even under
+// --as-needed; calling InitProtoReflectionServerBuilderPlugin() again would register it twice.
+[[maybe_unused]] __attribute__((used)) void (*const kKeepReflectionLinked)() = &grpc::reflection::InitProtoReflectionServerBuilderPlugin;
 
 }  // namespace
 
@@ -115,7 +110,6 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &server->port_);
   for (grpc::Service* svc : services) builder.RegisterService(svc);
   builder.RegisterService(server->health_.get());
-  builder.SetOption(std::make_unique<ReflectionOption>());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   // Accept the clients' keepalive pings (DefaultChannelArguments) instead of sending GOAWAY.

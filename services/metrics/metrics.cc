@@ -1,6 +1,15 @@
 #include "services/metrics/metrics.h"
 
-#include <exception>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -10,8 +19,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "prometheus/exposer.h"
 #include "prometheus/text_serializer.h"
+#include "common/log/log.h"
 
 namespace kvs::metrics {
 
@@ -46,11 +55,23 @@ std::vector<double> ByteBuckets() {
 
 std::vector<double> RatioBuckets() { return {1, 1.5, 2, 3, 4, 6, 8, 12, 16, 32, 64}; }
 
-MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string host,
-                             int port)
-    : exposer_(std::move(exposer)), host_(std::move(host)), port_(port) {}
+MetricsServer::MetricsServer(int listen_fd, int wake_fd[2], std::string host, int port,
+                             Registry& registry)
+    : listen_fd_(listen_fd), wake_fd_{wake_fd[0], wake_fd[1]}, host_(std::move(host)), port_(port),
+      registry_(registry) {
+  thread_ = std::thread([this] { Serve(); });
+}
 
-MetricsServer::~MetricsServer() = default;
+MetricsServer::~MetricsServer() {
+  const char b = 1;
+  if (::write(wake_fd_[1], &b, 1) < 0) {
+    KVS_LOG_WARN("metrics server: cannot wake the server thread: {}", std::strerror(errno));
+  }
+  if (thread_.joinable()) thread_.join();
+  ::close(listen_fd_);
+  ::close(wake_fd_[0]);
+  ::close(wake_fd_[1]);
+}
 
 std::string MetricsServer::address() const {
   if (absl::StrContains(host_, ':')) return absl::StrCat("[", host_, "]:", port_);
@@ -59,21 +80,98 @@ std::string MetricsServer::address() const {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& host,
                                                                     int port, Registry& registry) {
-  std::string bind = absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
-                                                  : absl::StrCat(host, ":", port);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    // One civetweb worker thread is plenty for a scrape endpoint.
-    exposer = std::make_unique<prometheus::Exposer>(bind, /*num_threads=*/1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", bind, ": ", e.what()));
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port_text = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res); rc != 0) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot resolve ", host, ": ", gai_strerror(rc)));
   }
-  exposer->RegisterCollectable(registry.shared());
-  std::vector<int> ports = exposer->GetListeningPorts();
-  if (ports.empty()) {
-    return absl::UnavailableError(absl::StrCat("metrics: no listening port for ", bind));
+  int fd = -1;
+  std::string last_error = "no address";
+  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 64) != 0) {
+      last_error = std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+    }
   }
-  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), host, ports[0]));
+  ::freeaddrinfo(res);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", host, ":", port, ": ", last_error));
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  const int bound = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                             : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  int wake[2];
+  if (::pipe2(wake, O_CLOEXEC) != 0) {
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("metrics: pipe: ", std::strerror(errno)));
+  }
+  return std::unique_ptr<MetricsServer>(new MetricsServer(fd, wake, host, bound, registry));
+}
+
+void MetricsServer::Serve() {
+  while (true) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_[0], POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      KVS_LOG_ERROR("metrics server: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    if (fds[0].revents & POLLIN) {
+      const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      Handle(c);
+      ::close(c);
+    }
+  }
+}
+
+void MetricsServer::Handle(int fd) {
+  // A scraper's request fits in one small read; give it a second, then give up on it.
+  timeval tv{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string req;
+  char buf[2048];
+  while (req.find("\r\n\r\n") == std::string::npos && req.size() < 16384) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    req.append(buf, static_cast<size_t>(n));
+  }
+  std::string status = "200 OK", body, type = "text/plain; version=0.0.4; charset=utf-8";
+  if (absl::StartsWith(req, "GET /metrics ") || absl::StartsWith(req, "GET /metrics?")) {
+    body = registry_.Serialize();
+  } else if (absl::StartsWith(req, "GET ")) {
+    status = "404 Not Found";
+    body = "see /metrics\n";
+    type = "text/plain";
+  } else {
+    status = "405 Method Not Allowed";
+    body = "GET /metrics only\n";
+    type = "text/plain";
+  }
+  const std::string resp = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
+                                        "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+  size_t off = 0;
+  while (off < resp.size()) {
+    const ssize_t n = ::send(fd, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
 }
 
 // ---- exposition format check ------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,10 +32,6 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-
-namespace prometheus {
-class Exposer;
-}
 
 namespace kvs::metrics {
 
@@ -92,7 +89,9 @@ std::vector<double> ByteBuckets();
 // Dimensionless ratios 1 .. 64.
 std::vector<double> RatioBuckets();
 
-// Serves GET /metrics over HTTP (prometheus-cpp's civetweb exposer) until destroyed.
+// Serves GET /metrics over HTTP/1.x until destroyed: one thread, one request per connection.
+// (Not prometheus-cpp's civetweb Exposer: civetweb's worker threads use a fixed small stack that
+// glibc refuses once libtorch's large static TLS is loaded into the process.)
 class MetricsServer {
  public:
   // port 0 picks a free port (see port()). Fails with UNAVAILABLE when the address cannot be bound.
@@ -106,10 +105,16 @@ class MetricsServer {
   std::string address() const;  // host:port
 
  private:
-  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::string host, int port);
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  MetricsServer(int listen_fd, int wake_fd[2], std::string host, int port, Registry& registry);
+  void Serve();
+  void Handle(int fd);
+
+  int listen_fd_;
+  int wake_fd_[2];  // a pipe: writing to [1] stops Serve()
   std::string host_;
   int port_;
+  Registry& registry_;
+  std::thread thread_;
 };
 
 // Checks `text` against the Prometheus text exposition format (version 0.0.4): HELP/TYPE lines,

@@ -1,0 +1,78 @@
+// services/prefill/prefill_options.h — kvs-prefill's configuration: every key, its meaning and
+// its default. services/bin/kvs_prefill.cc loads it (defaults < --config FILE < flags);
+// `kvs-prefill --dump-config` prints it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "services/config/config.h"
+
+namespace kvs::prefill {
+
+struct PrefillOptions {
+  // gRPC listen address (Prefill service, health, reflection). Port 0 picks a free port.
+  std::string listen = "127.0.0.1:50051";
+  // Decode peers (host:port of kvs-decode). Required: at least one.
+  std::vector<std::string> decode;
+  // GGUF model file (the same file the decode peers serve: their fingerprints must match).
+  std::string model;
+  // Data-plane transport: tcp or ucx.
+  std::string transport = "tcp";
+  // Parallel TCP connections per transfer.
+  int64_t tcp_streams = 1;
+  // Local address for the data plane (UCX worker / TCP source); empty = any.
+  std::string data_host = "127.0.0.1";
+  // UCX transports (UCX_TLS syntax); empty = UCX's choice.
+  std::string ucx_tls;
+  // Refuse to transfer over any other lane (tcp, posix, sysv, cma, self); empty = any.
+  std::string require_lane;
+  // Codec when a request names none: a registry name or "auto".
+  std::string codec = "identity";
+  // Codecs requests may name (and "auto" may pick); empty = every registered codec.
+  std::vector<std::string> codecs;
+  // "auto": candidates (empty = every allowed codec) and the link rate assumed before any
+  // transfer to a peer was measured (decimal Gbit/s).
+  std::vector<std::string> auto_codecs = {"identity", "lossless_lz4", "uniform_int8", "mixed_k8v4",
+                                          "uniform_int4", "cachegen", "kivi_2bit"};
+  double auto_initial_gbps = 10;
+  // Layer-pipelined handoff by default (a chunk leaves while later ones are encoded / computed).
+  bool pipelined = true;
+  // Layers per chunk (the pipeline's unit).
+  int64_t layers_per_chunk = 1;
+  // Encode buffers per transfer (bounds sender memory).
+  int64_t encode_buffers = 3;
+  // Request limits.
+  int64_t max_new_tokens_limit = 1024;
+  int64_t max_prompt_tokens = 0;  // 0 = the model's context - 1
+  int64_t max_prompt_bytes = 1 << 20;
+  int64_t max_inflight = 64;      // concurrent Generate calls (beyond: RESOURCE_EXHAUSTED)
+  // Deadlines: cap on a Generate call; per control RPC to a decode peer; peer (re)connect wait;
+  // data-plane connect.
+  int64_t request_timeout_ms = 600000;
+  int64_t rpc_timeout_ms = 10000;
+  int64_t connect_timeout_ms = 2000;
+  // Session lease asked of decode (0 = decode's default).
+  int64_t lease_ms = 0;
+  // Link rate for the analytic prediction in the stats (decimal Gbit/s); 0 = this transfer's
+  // measured wire rate.
+  double link_gbps = 0;
+  // Threads: libtorch intra-op (0 = hardware), codec encode pool (0 = none: the sender thread).
+  int64_t threads = 0;
+  int64_t codec_threads = 0;
+  // On SIGTERM: stop admitting, let running calls finish for up to this long.
+  int64_t drain_timeout_ms = 30000;
+  // Prometheus /metrics: -1 = off, 0 = a free port (logged), else the port; on metrics_host.
+  int64_t metrics_port = -1;
+  std::string metrics_host = "127.0.0.1";
+  std::string log_level = "info";
+  // When set, the bound addresses are written here (key=value lines) once serving.
+  std::string ready_file;
+};
+
+void BindPrefillOptions(config::ConfigTable& table, PrefillOptions* o);
+absl::Status ValidatePrefillOptions(const PrefillOptions& o);
+
+}  // namespace kvs::prefill
