@@ -52,8 +52,9 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(const std::stri
   ro.threads = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   KVS_ASSIGN_OR_RETURN(m->model_, LlamaModel::Load(gguf, ro));
   KVS_ASSIGN_OR_RETURN(m->fingerprint_, FileFingerprint(path));
-  m->name_ = m->model_->config().name.empty() ? std::filesystem::path(path).stem().string()
-                                              : m->model_->config().name;
+  // general.name, unless it is missing or just the architecture ("llama"): then the file's stem.
+  const ModelConfig& c = m->model_->config();
+  m->name_ = c.name.empty() || c.name == c.architecture ? std::filesystem::path(path).stem().string() : c.name;
   return m;
 }
 
