@@ -181,7 +181,13 @@ void SelectTokens(const float* score, int64_t S, int64_t k, uint32_t* kept, uint
 void GatherRows(const KvTensorView& src, const uint32_t* kept, int64_t k, int64_t r0, int64_t r1,
                 uint8_t* dst) {
   const int64_t D = src.geom.head_dim, row_bytes = 2 * D;
+  constexpr int64_t kAhead = 8;  // rows; kept rows are scattered, so help the prefetcher
   for (int64_t r = r0; r < r1; ++r) {
+    if (r + kAhead < r1) {
+      const char* next = reinterpret_cast<const char*>(src.slice(0, (r + kAhead) / k) +
+                                                       kept[(r + kAhead) % k] * D);
+      for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(next + b);
+    }
     const uint16_t* from = src.slice(0, r / k) + kept[r % k] * D;
     std::memcpy(dst + (r - r0) * row_bytes, from, row_bytes);
   }
