@@ -231,6 +231,10 @@ TEST(TopkPrune50, ClosedFormSizes) {
   EXPECT_EQ(*cascade->MaxEncodedBytes({32, 8, 220, 128}), 32u + 2 * (1802240 + 225280) + 440);
 }
 
+// The fast encoder writes the reference's payload: topk bit for bit; cascade with the same
+// indices, scales and zeros, and INT4 codes that differ by at most one step in at most 0.1 % of
+// the packed bytes (the INT4 primitive's fast path may round a code on the other side of a
+// boundary).
 TEST(TopkPrune50, FastPathWritesTheReferencePayload) {
   for (const std::string codec : kCodecs) {
     for (const Case& c : kCases) {
@@ -240,7 +244,18 @@ TEST(TopkPrune50, FastPathWritesTheReferencePayload) {
       KVS_ASSERT_OK_AND_ASSIGN(auto ref, EncodeToVector(*Make(codec, CodecPath::kReference),
                                                         kv.view(), nullptr));
       KVS_ASSERT_OK_AND_ASSIGN(auto fast, EncodeToVector(*Make(codec), kv.view(), &pool));
-      EXPECT_EQ(ref, fast);
+      ASSERT_EQ(ref.size(), fast.size());
+      const uint64_t packed_end =
+          codec == "topk_prune_50" ? 0 : 32 + 2 * format::CascadeSections(c.g).packed();
+      int64_t code_diffs = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        if (ref[i] == fast[i]) continue;
+        ASSERT_TRUE(i >= 32 && i < packed_end) << "byte " << i << " outside the packed codes";
+        EXPECT_LE(std::abs((ref[i] >> 4) - (fast[i] >> 4)), 1) << "byte " << i;
+        EXPECT_LE(std::abs((ref[i] & 15) - (fast[i] & 15)), 1) << "byte " << i;
+        ++code_diffs;
+      }
+      EXPECT_LE(code_diffs, static_cast<int64_t>(1e-3 * (packed_end - 32)));
       OwnedKv a = OwnedKv::Zeros(c.g), b = OwnedKv::Zeros(c.g);
       KVS_ASSERT_OK(DecodeFromVector(*Make(codec, CodecPath::kReference), ref, a.mutable_view(),
                                      nullptr));
