@@ -18,6 +18,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "common/log/log.h"
 #include "common/synth/synthetic_kv.h"
 #include "services/transfer/pipeline.h"
 #include "tests/integration/peer_session.h"
@@ -32,6 +33,7 @@ int Fail(const std::string& what, const absl::Status& s) {
 }
 
 int Main(int argc, char** argv) {
+  ConfigureLogging("warn");  // logs on stderr; stdout carries the protocol lines
   std::string case_name, role, endpoint, token_hex;
   uint64_t session_id = 0;
   int64_t layers = 8, stall_after = 2;

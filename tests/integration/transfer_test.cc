@@ -117,7 +117,7 @@ class TransferTest : public ::testing::TestWithParam<TransportCase> {
 TEST_P(TransferTest, IdentityArrivesBitExactPipelinedAndSequential) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s);
+  ASSERT_NO_FATAL_FAILURE(Connect(s));
   OwnedKv src = MakeSyntheticKv(geom_, 11);
   for (bool pipelined : {true, false}) {
     OwnedKv dst = OwnedKv::Zeros(geom_);
@@ -167,7 +167,7 @@ TEST_P(TransferTest, EveryCodecDecodesLikeLocalEncodeDecode) {
       // One connection for every codec: its receive buffers fit the largest payload (identity).
       KVS_ASSERT_OK_AND_ASSIGN(auto identity, registry_.Create("identity"));
       KVS_ASSERT_OK_AND_ASSIGN(Session big, MakeSession(*identity, geom_));
-      Connect(big);
+      ASSERT_NO_FATAL_FAILURE(Connect(big));
       connected = true;
     }
     link_.rx_gate.Register(std::make_shared<Session>(*session));
@@ -203,7 +203,7 @@ TEST_P(TransferTest, LayerSlabsLeaveAsTheProducerMarksThemReady) {
   const KvGeometry g{5, 2, 32, 128};
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, g, /*layers_per_chunk=*/2));
   ASSERT_EQ(s.chunks.size(), 3u);
-  Connect(s);
+  ASSERT_NO_FATAL_FAILURE(Connect(s));
   OwnedKv src = MakeSyntheticKv(g, 3);
   OwnedKv dst = OwnedKv::Zeros(g);
   LayerProgress progress;
@@ -222,7 +222,7 @@ TEST_P(TransferTest, LayerSlabsLeaveAsTheProducerMarksThemReady) {
 TEST_P(TransferTest, FlippedPayloadBitFailsClosedWithCrcMismatch) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s);
+  ASSERT_NO_FATAL_FAILURE(Connect(s));
   link_.tx_faulty->FlipPayloadBitOnChunk(2, 8 * 1000 + 3);
   OwnedKv src = MakeSyntheticKv(geom_, 5);
   OwnedKv dst = OwnedKv::Zeros(geom_);
@@ -236,7 +236,7 @@ TEST_P(TransferTest, FlippedPayloadBitFailsClosedWithCrcMismatch) {
 TEST_P(TransferTest, WrongTokenIsRejectedWithoutReadingThePayload) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s, /*recv_buffers=*/4, /*max_inflight=*/1);
+  ASSERT_NO_FATAL_FAILURE(Connect(s, /*recv_buffers=*/4, /*max_inflight=*/1));
   link_.tx_faulty->RewriteHeaderOnChunk(0, [](FrameHeader* h) { h->token[7] ^= 0x5A; });
   OwnedKv src = MakeSyntheticKv(geom_, 5);
   OwnedKv dst = OwnedKv::Zeros(geom_);
@@ -249,7 +249,7 @@ TEST_P(TransferTest, WrongTokenIsRejectedWithoutReadingThePayload) {
 TEST_P(TransferTest, WrongSessionIsRejectedWithoutReadingThePayload) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s, 4, 1);
+  ASSERT_NO_FATAL_FAILURE(Connect(s, 4, 1));
   link_.tx_faulty->RewriteHeaderOnChunk(0, [](FrameHeader* h) { h->session_id ^= 1; });
   OwnedKv src = MakeSyntheticKv(geom_, 5);
   OwnedKv dst = OwnedKv::Zeros(geom_);
@@ -262,7 +262,7 @@ TEST_P(TransferTest, WrongSessionIsRejectedWithoutReadingThePayload) {
 TEST_P(TransferTest, LengthBeyondNegotiatedGeometryIsRejectedWithoutReadingThePayload) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s, 4, 1);
+  ASSERT_NO_FATAL_FAILURE(Connect(s, 4, 1));
   link_.tx_faulty->RewriteHeaderOnChunk(0, [](FrameHeader* h) {
     h->layer_end = 7;  // beyond L = 4
   });
@@ -277,7 +277,7 @@ TEST_P(TransferTest, LengthBeyondNegotiatedGeometryIsRejectedWithoutReadingThePa
 TEST_P(TransferTest, OversizedPayloadIsRejectedWithoutReadingIt) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
-  Connect(s, 4, 1);
+  ASSERT_NO_FATAL_FAILURE(Connect(s, 4, 1));
   link_.tx_faulty->RewriteHeaderOnChunk(0, [](FrameHeader* h) { h->payload_bytes = uint64_t{1} << 36; });
   OwnedKv src = MakeSyntheticKv(geom_, 5);
   OwnedKv dst = OwnedKv::Zeros(geom_);
@@ -290,7 +290,7 @@ TEST_P(TransferTest, SlowReceiverKeepsSenderMemoryBounded) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   const KvGeometry g{24, 2, 512, 128};  // 24 chunks of 512 KiB
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, g));
-  Connect(s, /*recv_buffers=*/2, /*max_inflight=*/2);
+  ASSERT_NO_FATAL_FAILURE(Connect(s, /*recv_buffers=*/2, /*max_inflight=*/2));
   OwnedKv src = MakeSyntheticKv(g, 9);
   OwnedKv dst = OwnedKv::Zeros(g);
   SenderOptions so;

@@ -68,7 +68,7 @@ absl::StatusOr<std::shared_ptr<Transport>> MakeTransport(TransportCase c) {
       break;
     case TransportCase::kUcxShm:
       o.tls = "shm";
-      o.require_transport = "posix,sysv";
+      o.require_transport = "posix,sysv,cma";
       break;
     case TransportCase::kUcxSelf:
       o.tls = "self";
