@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   dp.bind_host = o.data_host;
   dp.advertise_host = o.data_advertise_host;
   dp.ucx_tls = o.ucx_tls;
+  dp.ucx_net_devices = o.ucx_net_devices;
   dp.require_lane = o.require_lane;
   std::unique_ptr<kvs::transfer::Transport> tcp, ucx;
   for (const std::string& t : o.transports) {

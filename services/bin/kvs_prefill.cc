@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   dp.bind_host = o.data_host;
   dp.tcp_streams = static_cast<int>(o.tcp_streams);
   dp.ucx_tls = o.ucx_tls;
+  dp.ucx_net_devices = o.ucx_net_devices;
   dp.require_lane = o.require_lane;
   absl::StatusOr<std::unique_ptr<kvs::transfer::Transport>> transport =
       o.transport == "tcp" ? kvs::control::CreateTcpDataPlane(dp) : kvs::control::CreateUcxDataPlane(dp);

@@ -25,6 +25,8 @@ struct DecodeOptions {
   std::string data_advertise_host;
   // UCX transports (UCX_TLS syntax, e.g. "tcp" or "shm,self"); empty = UCX's default choice.
   std::string ucx_tls;
+  // UCX network devices (UCX_NET_DEVICES syntax, e.g. "eth0" or "mlx5_0:1"); empty = all.
+  std::string ucx_net_devices;
   // Refuse to run a transfer over any other lane ("tcp", "posix", ...); empty = accept any.
   std::string require_lane;
   // Codecs a session may use; empty = every codec of the registry.
