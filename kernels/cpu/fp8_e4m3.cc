@@ -60,7 +60,7 @@ KVS_AVX2 inline __m256i E4m3Codes8(__m256 v) {
 
 // Code kernels (kernels/cpu/int8_layer.h): E4M3 of x / scale.
 struct E4m3Kernel {
-  static constexpr bool kTable = true;
+  static constexpr bool kTable = true;  // measured: ~0.38x -> ~0.54x memcpy with the table
   explicit E4m3Kernel(float scale) : scale(scale) {}
   float scale;
   uint8_t Code(uint16_t h) const { return format::E4m3FromFloat(HalfToFloat(h) / scale); }
@@ -78,7 +78,7 @@ struct E4m3Kernel {
 // The reference's offset-uint8: clip(rint(x / scale + 128), 0, 255); NaN -> 0 (as
 // _mm256_max_ps(NaN, 0) does).
 struct CompatKernel {
-  static constexpr bool kTable = true;
+  static constexpr bool kTable = false;  // as cheap as INT8's division kernel
   explicit CompatKernel(float scale) : scale(scale) {}
   float scale;
   uint8_t Code(uint16_t h) const {

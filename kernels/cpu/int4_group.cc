@@ -25,6 +25,7 @@ namespace kvs::int4g {
 namespace {
 
 constexpr int64_t kGrain = 64;  // groups per parallel task (8 KiB of codes)
+constexpr int64_t kPrefetchGroups = 64;  // how far ahead the fast encoder prefetches its input
 
 bool HasAvx2F16c() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
@@ -109,12 +110,13 @@ void DecodeGroupsScalar(const uint8_t* packed, const uint8_t* scales, const uint
 
 // ---- AVX2 / F16C ----
 //
-// The vector kernel multiplies by the reciprocal of the scale and checks the result: the product
-// y and the reference quotient fl(d / scale) differ by at most 3 ulp of |y| <= 15.0001, i.e. less
-// than 2^-18, so they round to the same integer unless y lies within that distance of a
-// half-integer. Lanes within 2^-16 of one (or NaN) send their 64-value half-group to the division
-// kernel, which is the reference's arithmetic. Groups whose scale is not a normal finite float
-// (infinities, fp32 ranges below 15 * FLT_MIN) go to the division kernel too.
+// The vector kernel multiplies by the reciprocal of the scale and checks the result. With
+// d = fl(x - zero) in [0, range], the product y = fl(d * fl(1 / scale)) and the reference quotient
+// fl(d / scale) both lie within 2^-24 relative steps of d / scale, so they differ by at most
+// 3 * 2^-24 * 15.0001 < 2^-18: they round to the same integer unless y lies that close to a
+// half-integer. A lane within 2^-16 of one sends its 64-value half-group to the division kernel,
+// which is the reference's arithmetic. Groups whose scale is not a normal finite float
+// (infinities, NaN, fp32 ranges below 15 * FLT_MIN) go to the division kernel too.
 
 #define KVS_AVX2 __attribute__((target("avx2,f16c")))
 
@@ -136,8 +138,8 @@ KVS_AVX2 inline void MinMaxF16(const uint16_t* src, float* mn, float* mx) {
   // Signed min = unsigned min of key ^ 0x8000; signed max = 0x7FFF ^ unsigned min of key ^ 0x7FFF.
   const int kl = _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(l, _mm_set1_epi16(-0x8000))), 0);
   const int kh = _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(h, _mm_set1_epi16(0x7FFF))), 0);
-  *mn = HalfToFloat(KeyToHalf(static_cast<uint16_t>(kl ^ 0x8000)));
-  *mx = HalfToFloat(KeyToHalf(static_cast<uint16_t>(kh ^ 0x7FFF)));
+  *mn = _cvtsh_ss(KeyToHalf(static_cast<uint16_t>(kl ^ 0x8000)));
+  *mx = _cvtsh_ss(KeyToHalf(static_cast<uint16_t>(kh ^ 0x7FFF)));
 }
 
 KVS_AVX2 inline void MinMaxF32(const float* src, float* mn, float* mx) {
@@ -172,12 +174,12 @@ KVS_AVX2 inline __m256i CodesDiv8(__m256 x, __m256 zero, __m256 scale) {
   return _mm256_cvttps_epi32(r);
 }
 
-// 8 values -> 8 int32 codes, by the reciprocal; lanes near a rounding boundary set bits in *near.
-KVS_AVX2 inline __m256i CodesMul8(__m256 x, __m256 zero, __m256 inv, __m256* near) {
+// 8 values -> 8 int32 codes, by the reciprocal; *dist collects the largest distance of a lane
+// from its rounded value (0.5 = on a rounding boundary).
+KVS_AVX2 inline __m256i CodesMul8(__m256 x, __m256 zero, __m256 inv, __m256* dist) {
   const __m256 y = _mm256_mul_ps(_mm256_sub_ps(x, zero), inv);
   const __m256 r = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 dist = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(y, r));
-  *near = _mm256_or_ps(*near, _mm256_cmp_ps(dist, _mm256_set1_ps(0.5f - 0x1p-16f), _CMP_NLT_UQ));
+  *dist = _mm256_max_ps(*dist, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(y, r)));
   return _mm256_cvttps_epi32(r);
 }
 
@@ -195,44 +197,82 @@ KVS_AVX2 inline void Pack64(const __m256i* c, uint8_t* packed) {
                       _mm256_permute4x64_epi64(_mm256_packus_epi16(b[0], b[1]), 0xD8));
 }
 
-// Quantises the 128 values at x (fp16 or fp32; min and max known) into 64 packed bytes.
+// Scale, zero and reciprocal of up to 8 groups from their min and max: GroupParams in vector
+// form (the same fp32 operations). `fast` says whether the checked-reciprocal kernel may run:
+// finite zero and a normal finite scale.
+struct GroupBatch {
+  alignas(32) float mn[8], mx[8], scale[8], zero[8], inv[8];
+  alignas(32) int32_t fast[8];
+};
+
+KVS_AVX2 inline void BatchParams(GroupBatch* b) {
+  const __m256 zero = _mm256_setzero_ps(), inf = _mm256_set1_ps(INFINITY);
+  const __m256 lo = _mm256_add_ps(_mm256_load_ps(b->mn), zero);  // -0 -> +0, as GroupParams
+  const __m256 hi = _mm256_add_ps(_mm256_load_ps(b->mx), zero);
+  __m256 scale = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(15.0f));
+  scale = _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ));
+  const __m256 fast = _mm256_and_ps(
+      _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), lo), inf, _CMP_LT_OQ),
+      _mm256_and_ps(_mm256_cmp_ps(scale, _mm256_set1_ps(FLT_MIN), _CMP_GE_OQ),
+                    _mm256_cmp_ps(scale, inf, _CMP_LT_OQ)));
+  _mm256_store_ps(b->scale, scale);
+  _mm256_store_ps(b->zero, lo);
+  _mm256_store_ps(b->inv, _mm256_div_ps(_mm256_set1_ps(1.0f), scale));
+  _mm256_store_ps(reinterpret_cast<float*>(b->fast), fast);
+}
+
+// Quantises the 128 values at x (fp16 or fp32) with group j of `b` into 64 packed bytes.
 template <typename T>
-KVS_AVX2 void QuantGroupAvx2(const T* x, float mn, float mx, uint8_t* packed, uint8_t* scale_out,
-                             uint8_t* zero_out) {
-  float scale, zero;
-  GroupParams(mn, mx, &scale, &zero);
-  const bool normal = std::isfinite(zero) && std::isfinite(scale) && scale >= FLT_MIN;
-  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero);
-  const __m256 inv = _mm256_set1_ps(1.0f / scale);
+KVS_AVX2 void QuantGroupAvx2(const T* x, const GroupBatch& b, int j, uint8_t* packed,
+                             uint8_t* scale_out, uint8_t* zero_out) {
+  const __m256 vs = _mm256_set1_ps(b.scale[j]), vz = _mm256_set1_ps(b.zero[j]);
+  const __m256 inv = _mm256_set1_ps(b.inv[j]);
   for (int half = 0; half < 2; ++half) {
     const T* p = x + 64 * half;
     __m256i c[8];
-    __m256 near = _mm256_setzero_ps();
-    if (normal) {
-      for (int i = 0; i < 8; ++i) c[i] = CodesMul8(Load8(p + 8 * i), vz, inv, &near);
+    __m256 dist = _mm256_setzero_ps();
+    if (b.fast[j]) {
+      for (int i = 0; i < 8; ++i) c[i] = CodesMul8(Load8(p + 8 * i), vz, inv, &dist);
     }
-    if (!normal || !_mm256_testz_ps(near, near)) {
+    const __m256 near = _mm256_cmp_ps(dist, _mm256_set1_ps(0.5f - 0x1p-16f), _CMP_NLT_UQ);
+    if (!b.fast[j] || !_mm256_testz_ps(near, near)) {
       for (int i = 0; i < 8; ++i) c[i] = CodesDiv8(Load8(p + 8 * i), vz, vs);
     }
     Pack64(c, packed + 32 * half);
   }
-  StoreF32(scale_out, scale);
-  StoreF32(zero_out, zero);
+  StoreF32(scale_out, b.scale[j]);
+  StoreF32(zero_out, b.zero[j]);
 }
 
-// Full groups [g0, g1).
+// Full groups [g0, g1), 8 at a time: min/max of each, their parameters together, then codes.
 template <typename T>
 KVS_AVX2 void EncodeGroupsAvx2(const T* x, int64_t g0, int64_t g1, uint8_t* packed,
                                uint8_t* scales, uint8_t* zeros) {
-  for (int64_t g = g0; g < g1; ++g) {
-    const T* src = x + g * kGroup;
-    float mn, mx;
-    if constexpr (std::is_same_v<T, uint16_t>) {
-      MinMaxF16(src, &mn, &mx);
-    } else {
-      MinMaxF32(src, &mn, &mx);
+  GroupBatch b;
+  for (int64_t g = g0; g < g1; g += 8) {
+    const int count = static_cast<int>(std::min<int64_t>(8, g1 - g));
+    for (int j = 0; j < 8; ++j) {
+      if (j >= count) {
+        b.mn[j] = b.mx[j] = 0.0f;
+        continue;
+      }
+      const T* src = x + (g + j) * kGroup;
+      if constexpr (std::is_same_v<T, uint16_t>) {
+        MinMaxF16(src, &b.mn[j], &b.mx[j]);
+      } else {
+        MinMaxF32(src, &b.mn[j], &b.mx[j]);
+      }
     }
-    QuantGroupAvx2(src, mn, mx, packed + g * (kGroup / 2), scales + 4 * g, zeros + 4 * g);
+    BatchParams(&b);
+    for (int j = 0; j < count; ++j) {
+      const int64_t gj = g + j;
+      if (gj + kPrefetchGroups < g1) {  // the hardware prefetcher alone leaves the stream
+        const char* p = reinterpret_cast<const char*>(x + (gj + kPrefetchGroups) * kGroup);
+        for (size_t k = 0; k < kGroup * sizeof(T); k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
+      }
+      QuantGroupAvx2(x + gj * kGroup, b, j, packed + gj * (kGroup / 2), scales + 4 * gj,
+                     zeros + 4 * gj);
+    }
   }
 }
 
@@ -242,12 +282,11 @@ KVS_AVX2 void EncodeTailAvx2(const T* x, int64_t n, int64_t g, uint8_t* packed, 
                              uint8_t* zeros) {
   alignas(32) float buf[kGroup];
   LoadGroupScalar(x, n, g, buf);
-  float mn = buf[0], mx = buf[0];
-  for (int i = 1; i < kGroup; ++i) {
-    mn = std::min(mn, buf[i]);
-    mx = std::max(mx, buf[i]);
-  }
-  QuantGroupAvx2(buf, mn, mx, packed + g * (kGroup / 2), scales + 4 * g, zeros + 4 * g);
+  GroupBatch b;
+  MinMaxF32(buf, &b.mn[0], &b.mx[0]);
+  for (int j = 1; j < 8; ++j) b.mn[j] = b.mx[j] = 0.0f;
+  BatchParams(&b);
+  QuantGroupAvx2(buf, b, 0, packed + g * (kGroup / 2), scales + 4 * g, zeros + 4 * g);
 }
 
 // 16 codes (bytes) -> 16 fp16 values.

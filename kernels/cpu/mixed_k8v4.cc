@@ -29,19 +29,15 @@ class MixedK8V4Codec final : public CodecBase {
  public:
   explicit MixedK8V4Codec(const CodecOptions& o) : CodecBase(kInfo, o) {}
 
-  size_t WorkspaceBytes(const KvGeometry&, const ThreadPool*) const override {
-    return options().path == CodecPath::kFast ? int8l::kTableBytes : 0;
-  }
-
  protected:
   absl::StatusOr<size_t> MaxBodyBytes(const KvGeometry& g) const override {
     return format::MixedK8V4BodyBytes(g);
   }
   absl::StatusOr<size_t> EncodeBody(const KvCacheView& kv, absl::Span<uint8_t> body,
-                                    absl::Span<uint8_t> workspace, ThreadPool* pool) const override {
+                                    absl::Span<uint8_t>, ThreadPool* pool) const override {
     const Sections s(kv.geom().elements());
     uint8_t* b = body.data();
-    int8l::EncodeInt8Tensor(kv.k, b, b + s.k_scales(), options().path, workspace, pool);
+    int8l::EncodeInt8Tensor(kv.k, b, b + s.k_scales(), options().path, pool);
     int4g::EncodeF16(kv.v.data, s.n, b + s.v_packed(), b + s.v_scales(), b + s.v_zeros(),
                      options().path, pool);
     return format::MixedK8V4BodyBytes(kv.geom());

@@ -19,22 +19,17 @@ class UniformInt8Codec final : public CodecBase {
  public:
   explicit UniformInt8Codec(const CodecOptions& o) : CodecBase(kInfo, o) {}
 
-  size_t WorkspaceBytes(const KvGeometry&, const ThreadPool*) const override {
-    return options().path == CodecPath::kFast ? int8l::kTableBytes : 0;
-  }
-
  protected:
   absl::StatusOr<size_t> MaxBodyBytes(const KvGeometry& g) const override {
     return format::UniformInt8BodyBytes(g);
   }
   absl::StatusOr<size_t> EncodeBody(const KvCacheView& kv, absl::Span<uint8_t> body,
-                                    absl::Span<uint8_t> workspace, ThreadPool* pool) const override {
+                                    absl::Span<uint8_t>, ThreadPool* pool) const override {
     const KvGeometry& g = kv.geom();
     const int64_t n = g.elements();
     uint8_t* scales = body.data() + 2 * n;
-    int8l::EncodeInt8Tensor(kv.k, body.data(), scales, options().path, workspace, pool);
-    int8l::EncodeInt8Tensor(kv.v, body.data() + n, scales + 4 * g.layers, options().path, workspace,
-                        pool);
+    int8l::EncodeInt8Tensor(kv.k, body.data(), scales, options().path, pool);
+    int8l::EncodeInt8Tensor(kv.v, body.data() + n, scales + 4 * g.layers, options().path, pool);
     return format::UniformInt8BodyBytes(g);
   }
   absl::Status DecodeBody(absl::Span<const uint8_t> body, uint8_t, const MutableKvCacheView& out,
