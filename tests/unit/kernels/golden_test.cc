@@ -41,6 +41,16 @@ double RelativeFrobenius(const std::vector<uint16_t>& a, const std::vector<uint1
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+}  // namespace
+}  // namespace kvs
+
+namespace kvs::testing {
+void PrintTo(const GoldenEntry& e, std::ostream* os) { *os << e.input << "/" << e.codec; }
+}  // namespace kvs::testing
+
+namespace kvs {
+namespace {
+
 class Golden : public ::testing::TestWithParam<GoldenEntry> {};
 
 TEST_P(Golden, MatchesReferenceOutputAndSize) {
