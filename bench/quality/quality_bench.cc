@@ -203,6 +203,13 @@ absl::Status Run(const Config& c) {
                             {"scored_tokens", ppl.scored_tokens}, {"per_window", ppl.per_window}};
   }
 
+  if (c.prompts == 0) {  // perplexity only
+    if (!c.json.empty()) {
+      std::ofstream out(c.json == "-" ? "/dev/stdout" : c.json);
+      out << report.dump(2) << "\n";
+    }
+    return absl::OkStatus();
+  }
   KVS_ASSIGN_OR_RETURN(std::vector<std::string> prompts, DrawPrompts(c));
   nlohmann::json per_prompt = nlohmann::json::array();
   for (size_t pi = 0; pi < prompts.size(); ++pi) {

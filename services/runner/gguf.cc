@@ -264,6 +264,17 @@ absl::Status ReadValue(Reader& r, const std::string& key, GgufValue* v) {
 
 bool MulOverflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
 
+// The 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (ggml's get_scale_min_k4).
+void ScaleMinK4(int j, const uint8_t* q, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
 }  // namespace
 
 std::string GgmlTypeName(uint32_t type) {
@@ -701,10 +712,44 @@ absl::Status DequantizeGgml(uint32_t type, absl::Span<const uint8_t> src, int64_
         for (int j = 0; j < 32; ++j) out[j] = d * static_cast<float>(static_cast<int8_t>(p[2 + j]));
       }
       return absl::OkStatus();
+    case GgmlType::kQ4_K:  // {fp16 d, dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks of 32
+    case GgmlType::kQ5_K:  // {fp16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}
+      for (int64_t b = 0; b < blocks; ++b, p += tt->block_bytes, out += 256) {
+        const bool five = type == static_cast<uint32_t>(GgmlType::kQ5_K);
+        const float d = f16(p), dmin = f16(p + 2);
+        const uint8_t* scales = p + 4;
+        const uint8_t* qh = p + 16;
+        const uint8_t* qs = p + (five ? 48 : 16);
+        for (int j = 0; j < 8; ++j) {  // sub-block j: nibble (j % 2) of qs[32 * (j / 2) + l]
+          int sc, m;
+          ScaleMinK4(j, scales, &sc, &m);
+          const float dj = d * static_cast<float>(sc), mj = dmin * static_cast<float>(m);
+          for (int l = 0; l < 32; ++l) {
+            int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F;
+            if (five) q |= ((qh[l] >> j) & 1) << 4;
+            out[32 * j + l] = dj * static_cast<float>(q) - mj;
+          }
+        }
+      }
+      return absl::OkStatus();
+    case GgmlType::kQ6_K:  // {u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d}: 16 sub-blocks of 16
+      for (int64_t b = 0; b < blocks; ++b, p += 210, out += 256) {
+        const uint8_t* ql = p;
+        const uint8_t* qh = p + 128;
+        const int8_t* scales = reinterpret_cast<const int8_t*>(p + 192);
+        const float d = f16(p + 208);
+        for (int i = 0; i < 256; ++i) {
+          const int h = i / 128, r = i % 128;
+          const int lo = (ql[64 * h + r % 64] >> (4 * (r / 64))) & 0x0F;
+          const int hi = (qh[32 * h + r % 32] >> (2 * (r / 32))) & 0x03;
+          out[i] = d * static_cast<float>(scales[i / 16]) * static_cast<float>((lo | (hi << 4)) - 32);
+        }
+      }
+      return absl::OkStatus();
   }
   return absl::UnimplementedError(
       absl::StrCat("ggml type ", tt->name, " (", type, ") cannot be dequantised by this reader "
-                   "(supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)"));
+                   "(supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)"));
 }
 
 }  // namespace kvs

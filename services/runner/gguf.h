@@ -12,7 +12,8 @@
 //   std::vector<float> w(t->elements);
 //   KVS_RETURN_IF_ERROR(f.DequantizeF32(*t, absl::MakeSpan(w)));        // row-major [512][64]
 //
-// Dequantised types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0. Every other ggml type whose
+// Dequantised types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K, Q5_K,
+// Q6_K (the types of Q4_K_M / Q5_K_M files). Every other ggml type whose
 // block size is known is accepted by Open() (its size is validated) and reported as
 // Unimplemented by DequantizeF32(); an unknown type id is a DataLoss error at Open().
 //
@@ -58,6 +59,9 @@ enum class GgmlType : uint32_t {
   kQ5_0 = 6,
   kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
   kBF16 = 30,
 };
 

@@ -236,6 +236,39 @@ TEST(Gguf, DequantizesEachBlockFormat) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("do not match")));
 }
 
+TEST(Gguf, DequantizesKQuantsLikeGgufPy) {
+  // One super-block per type: byte i = (i * 37 + 11) & 0xFF, then d (and dmin) set to fp16
+  // values; expected values from gguf-py's quants.py (Q4_K/Q5_K/Q6_K.dequantize_blocks).
+  struct Case {
+    uint32_t type;
+    int bytes;
+    std::vector<std::pair<int, float>> halves;
+    double sum;
+    std::vector<float> vals;  // at 0, 1, 31, 32, 100, 200, 255
+  };
+  const std::vector<Case> cases = {
+      {12, 144, {{0, 0.25f}, {2, 0.125f}}, 13610.0, {78.875f, -6.375f, 40.125f, 2.0f, 23.75f, 34.625f, 12.125f}},
+      {13, 176, {{0, 0.25f}, {2, 0.125f}}, 29054.0, {202.875f, -6.375f, 40.125f, 28.0f, 58.75f, 34.625f, 27.125f}},
+      {14, 210, {{208, 0.0625f}}, 288.25, {-89.4375f, 106.0f, -6.0f, 14.4375f, 157.6875f, 68.0625f, -3.75f}},
+  };
+  for (const Case& c : cases) {
+    std::vector<uint8_t> b(c.bytes);
+    for (int i = 0; i < c.bytes; ++i) b[i] = static_cast<uint8_t>((i * 37 + 11) & 0xFF);
+    for (const auto& [off, v] : c.halves) {
+      const uint16_t h = FloatToHalf(v);
+      b[off] = static_cast<uint8_t>(h);
+      b[off + 1] = static_cast<uint8_t>(h >> 8);
+    }
+    std::vector<float> out(256);
+    KVS_ASSERT_OK(DequantizeGgml(c.type, b, 256, out.data()));
+    double sum = 0;
+    for (float x : out) sum += x;
+    EXPECT_DOUBLE_EQ(sum, c.sum) << GgmlTypeName(c.type);
+    const int at[] = {0, 1, 31, 32, 100, 200, 255};
+    for (int k = 0; k < 7; ++k) EXPECT_FLOAT_EQ(out[at[k]], c.vals[k]) << GgmlTypeName(c.type) << " [" << at[k] << "]";
+  }
+}
+
 TEST(Gguf, KnownButUnsupportedTypeIsUnimplementedOnRead) {
   std::vector<uint8_t> data(84, 0);  // one Q2_K block
   GgufBuilder b;
