@@ -271,6 +271,25 @@ absl::Status VerifyPayloadCrc(const FrameHeader& h, absl::Span<const uint8_t> pa
   return absl::OkStatus();
 }
 
+absl::Status VerifyPayloadCrc(const FrameHeader& h, absl::Span<const absl::Span<const uint8_t>> parts) {
+  uint64_t n = 0;
+  uint32_t crc = 0;
+  for (absl::Span<const uint8_t> p : parts) {
+    n += p.size();
+    crc = Crc32cExtend(crc, p.data(), p.size());
+  }
+  if (n != h.payload_bytes) {
+    return absl::DataLossError(absl::StrCat("frame: ", n, " payload bytes, header says ", h.payload_bytes));
+  }
+  if (crc != h.payload_crc32c) {
+    return absl::DataLossError(absl::StrCat("frame: chunk ", h.chunk_index,
+                                            " payload crc32c mismatch (header 0x",
+                                            absl::Hex(h.payload_crc32c), ", payload 0x",
+                                            absl::Hex(crc), ")"));
+  }
+  return absl::OkStatus();
+}
+
 void FrameGate::Register(std::shared_ptr<const Session> s) {
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t id = s->session_id;
@@ -280,6 +299,27 @@ void FrameGate::Register(std::shared_ptr<const Session> s) {
 void FrameGate::Unregister(uint64_t session_id) {
   std::lock_guard<std::mutex> lock(mu_);
   sessions_.erase(session_id);
+  placers_.erase(session_id);
+}
+
+void FrameGate::SetPlacer(uint64_t session_id, PayloadPlacer placer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (placer) {
+    placers_[session_id] = std::make_shared<PayloadPlacer>(std::move(placer));
+  } else {
+    placers_.erase(session_id);
+  }
+}
+
+bool FrameGate::Place(const FrameHeader& h, PayloadPlacement* out) const {
+  std::shared_ptr<PayloadPlacer> p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = placers_.find(h.session_id);
+    if (it == placers_.end()) return false;
+    p = it->second;
+  }
+  return (*p)(h, out) && out->bytes() == h.payload_bytes;
 }
 
 absl::Status FrameGate::Check(const FrameHeader& h) const {

@@ -22,6 +22,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -150,21 +151,44 @@ absl::Status ValidateFrameHeader(const FrameHeader& h, const Session& s);
 
 // CRC-32C of the payload against the header (DATA_LOSS on mismatch or length mismatch).
 absl::Status VerifyPayloadCrc(const FrameHeader& h, absl::Span<const uint8_t> payload);
+// The same for a payload in several parts (their concatenation).
+absl::Status VerifyPayloadCrc(const FrameHeader& h, absl::Span<const absl::Span<const uint8_t>> parts);
+
+// Where a transport may put a frame's payload instead of a receive buffer: up to
+// kMaxPayloadParts spans whose sizes add up to the payload (e.g. an identity chunk straight into
+// the destination KV's K and V layer slabs).
+inline constexpr int kMaxPayloadParts = 4;
+struct PayloadPlacement {
+  std::array<absl::Span<uint8_t>, kMaxPayloadParts> parts{};
+  int count = 0;
+  uint64_t bytes() const {
+    uint64_t n = 0;
+    for (int i = 0; i < count; ++i) n += parts[i].size();
+    return n;
+  }
+};
+// Called by a transport after a header passed the checks; true = read the payload into `out`.
+using PayloadPlacer = std::function<bool(const FrameHeader&, PayloadPlacement* out)>;
 
 // The sessions a connection accepts frames for, keyed by session id; thread-safe. A transport
 // calls Check() on every header before reading its payload (OpenSession registers, CloseSession
-// unregisters).
+// unregisters), then Place() to learn whether the payload goes straight to its destination.
 class FrameGate {
  public:
   void Register(std::shared_ptr<const Session> s);
-  void Unregister(uint64_t session_id);
+  void Unregister(uint64_t session_id);  // also drops the session's placer
   // CheckFrameHeader + ValidateFrameHeader against the registered session (unknown session id
   // => UNAUTHENTICATED).
   absl::Status Check(const FrameHeader& h) const;
+  // Payloads of `session_id`'s chunks go where `placer` says (the receiver's in-place path).
+  void SetPlacer(uint64_t session_id, PayloadPlacer placer);
+  // Only for headers Check() accepted.
+  bool Place(const FrameHeader& h, PayloadPlacement* out) const;
 
  private:
   mutable std::mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<const Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<PayloadPlacer>> placers_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---- control payloads -------------------------------------------------------------------------

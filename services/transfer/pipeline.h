@@ -121,6 +121,10 @@ struct SenderOptions {
   // Encode buffers (each Session::max_payload_bytes): bounds sender memory in pipelined mode.
   int encode_buffers = 3;
   bool pipelined = true;
+  // identity only: send each chunk straight from the KV (payload header + K slab + V slab as a
+  // vectored send; "encode" is the CRC) instead of copying it into an encode buffer. The bytes
+  // on the wire are the same.
+  bool zero_copy_identity = true;
   ThreadPool* codec_pool = nullptr;  // threads for Codec::Encode (null: the calling thread)
   // How long to wait for the receiver's kDone after the last send, and for a layer to be ready.
   absl::Duration done_timeout = absl::Seconds(60);
@@ -159,6 +163,10 @@ class KvSender {
 
 struct ReceiverOptions {
   bool pipelined = true;  // false: hold every frame, then decode them all (needs chunk_count recv buffers)
+  // identity only: the transport reads each chunk's K and V bytes straight into the destination
+  // (when the connection was given the gate's placer); "decode" is the CRC and header check.
+  // On failure, close the connection before reusing `dest`: a transport may still be writing.
+  bool zero_copy_identity = true;
   ThreadPool* codec_pool = nullptr;
   // Longest wait for the next frame (peer loss is reported by the transport well before this).
   absl::Duration frame_timeout = absl::Seconds(60);

@@ -60,15 +60,20 @@ using SendCallback = std::function<void(const SendResult&)>;
 
 struct ReceivedFrame {
   FrameHeader header;
-  PooledBuffer payload;      // payload.size() == header.payload_bytes
+  PooledBuffer payload;       // payload.size() == header.payload_bytes (unless placed)
+  PayloadPlacement placed;    // placed.count > 0: the payload went where the placer said instead
   int64_t recv_begin_ns = 0;  // header arrived
   int64_t recv_end_ns = 0;    // payload complete
+  bool is_placed() const { return placed.count > 0; }
   absl::Span<const uint8_t> bytes() const { return payload.span(); }
 };
 
 struct ConnectionOptions {
   // Required: checks each incoming header (typically FrameGate::Check of the caller's gate).
   HeaderValidator validator;
+  // Optional: asked for each accepted header whether its payload goes straight to a destination
+  // (typically FrameGate::Place); otherwise it lands in a receive buffer.
+  PayloadPlacer placer;
   // Size of each receive buffer: the largest payload this connection accepts (larger frames are
   // rejected with OUT_OF_RANGE before reading). Typically Session::max_payload_bytes().
   size_t recv_buffer_bytes = 1 << 20;
@@ -100,11 +105,17 @@ class Connection {
  public:
   virtual ~Connection() = default;
 
-  // Queues header + payload. `payload` must stay valid until `done` runs. Blocks while
-  // max_inflight_sends frames are queued. Returns the connection's failure status if it has
-  // failed (then `done` never runs).
-  virtual absl::Status Send(const FrameHeader& header, absl::Span<const uint8_t> payload,
-                            SendCallback done) = 0;
+  // Queues header + payload, the payload being the concatenation of `parts` (at most
+  // kMaxPayloadParts, copied; the bytes they point to must stay valid until `done` runs, so a
+  // sender can send straight from the KV). Blocks while max_inflight_sends frames are queued.
+  // Returns the connection's failure status if it has failed (then `done` never runs).
+  virtual absl::Status SendV(const FrameHeader& header,
+                             absl::Span<const absl::Span<const uint8_t>> parts, SendCallback done) = 0;
+  // SendV with one part.
+  absl::Status Send(const FrameHeader& header, absl::Span<const uint8_t> payload, SendCallback done) {
+    const absl::Span<const uint8_t> one[1] = {payload};
+    return SendV(header, absl::MakeConstSpan(one, payload.empty() ? 0 : 1), std::move(done));
+  }
 
   // The next received frame; DEADLINE_EXCEEDED after `timeout`; the failure status once the
   // connection has failed and every frame received before the failure has been returned.

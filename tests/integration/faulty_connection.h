@@ -41,8 +41,8 @@ class FaultyConnection final : public Connection {
     cv_.notify_all();
   }
 
-  absl::Status Send(const FrameHeader& header, absl::Span<const uint8_t> payload,
-                    SendCallback done) override {
+  absl::Status SendV(const FrameHeader& header, absl::Span<const absl::Span<const uint8_t>> parts,
+                     SendCallback done) override {
     FrameHeader h = header;
     bool copy = false;
     {
@@ -55,8 +55,9 @@ class FaultyConnection final : public Connection {
         copy = static_cast<int64_t>(h.chunk_index) == flip_chunk_;
       }
     }
-    if (!copy) return inner_->Send(h, payload, std::move(done));
-    auto owned = std::make_shared<std::vector<uint8_t>>(payload.begin(), payload.end());
+    if (!copy) return inner_->SendV(h, parts, std::move(done));
+    auto owned = std::make_shared<std::vector<uint8_t>>();
+    for (absl::Span<const uint8_t> p : parts) owned->insert(owned->end(), p.begin(), p.end());
     (*owned)[flip_bit_ / 8] ^= static_cast<uint8_t>(1u << (flip_bit_ % 8));
     return inner_->Send(h, *owned, [owned, done = std::move(done)](const SendResult& r) { done(r); });
   }

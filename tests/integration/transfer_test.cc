@@ -60,6 +60,7 @@ class TransferTest : public ::testing::TestWithParam<TransportCase> {
     KVS_ASSERT_OK_AND_ASSIGN(link_.listener, link_.transports.receiver->Listen());
     ConnectionOptions rx_opts;
     rx_opts.validator = [g = &link_.rx_gate](const FrameHeader& h) { return g->Check(h); };
+    rx_opts.placer = [g = &link_.rx_gate](const FrameHeader& h, PayloadPlacement* p) { return g->Place(h, p); };
     rx_opts.recv_buffer_bytes = s.max_payload_bytes();
     rx_opts.recv_buffers = recv_buffers;
     rx_opts.max_inflight_sends = 2;
@@ -119,12 +120,22 @@ TEST_P(TransferTest, IdentityArrivesBitExactPipelinedAndSequential) {
   KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
   ASSERT_NO_FATAL_FAILURE(Connect(s));
   OwnedKv src = MakeSyntheticKv(geom_, 11);
-  for (bool pipelined : {true, false}) {
+  struct Mode {
+    bool pipelined, zero_copy_send, zero_copy_recv;
+  };
+  // In-place and buffered paths mix freely: the bytes on the wire are the same.
+  for (Mode m : {Mode{true, true, true}, Mode{false, true, true}, Mode{true, false, true},
+                 Mode{true, true, false}, Mode{false, false, false}}) {
+    const bool pipelined = m.pipelined;
+    SCOPED_TRACE(::testing::Message() << "pipelined " << m.pipelined << " zero-copy send "
+                                      << m.zero_copy_send << " recv " << m.zero_copy_recv);
     OwnedKv dst = OwnedKv::Zeros(geom_);
     SenderOptions so;
     so.pipelined = pipelined;
+    so.zero_copy_identity = m.zero_copy_send;
     ReceiverOptions ro;
     ro.pipelined = pipelined;
+    ro.zero_copy_identity = m.zero_copy_recv;
     // A fresh session per transfer (ids are single-use).
     KVS_ASSERT_OK_AND_ASSIGN(Session t, MakeSession(*codec, geom_));
     link_.rx_gate.Register(std::make_shared<Session>(t));
@@ -289,32 +300,46 @@ TEST_P(TransferTest, OversizedPayloadIsRejectedWithoutReadingIt) {
 TEST_P(TransferTest, SlowReceiverKeepsSenderMemoryBounded) {
   KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
   const KvGeometry g{24, 2, 512, 128};  // 24 chunks of 512 KiB
-  KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, g));
-  ASSERT_NO_FATAL_FAILURE(Connect(s, /*recv_buffers=*/2, /*max_inflight=*/2));
+  KVS_ASSERT_OK_AND_ASSIGN(Session first, MakeSession(*codec, g));
+  ASSERT_NO_FATAL_FAILURE(Connect(first, /*recv_buffers=*/2, /*max_inflight=*/2));
   OwnedKv src = MakeSyntheticKv(g, 9);
-  OwnedKv dst = OwnedKv::Zeros(g);
-  SenderOptions so;
-  so.encode_buffers = 2;
-  link_.rx_faulty->HoldReceives();
-  Outcome o;
-  KvReceiver receiver(link_.rx_faulty.get(), &link_.rx_gate, codec.get(), {});
-  std::thread rx_thread([&] { o.rx = receiver.Receive(s, dst.mutable_view()); });
-  KvSender sender(link_.tx_faulty.get(), &link_.tx_gate, codec.get(), so);
-  std::thread tx_thread([&] { o.tx = sender.Send(s, src.view()); });
-  // Wait (without sleeping) until the receiver's transport has filled its whole pool: from here
-  // on the sender can only advance by what the link itself buffers.
-  while (link_.rx->counters().recv_buffers_in_use < 2) std::this_thread::yield();
-  const uint64_t received_while_held = link_.rx->counters().frames_received;
-  EXPECT_LE(sender.buffers_in_use(), 2);
-  EXPECT_LE(received_while_held, 2u);
-  link_.rx_faulty->Open();
-  tx_thread.join();
-  rx_thread.join();
-  ASSERT_THAT(o.tx, IsOk());
-  ASSERT_THAT(o.rx, IsOk());
-  EXPECT_EQ(dst.k, src.k);
-  EXPECT_LE(sender.peak_buffers_in_use(), 2);  // 2 x 512 KiB, not 24 x
-  EXPECT_EQ(sender.buffers_in_use(), 0);
+  // Buffered: encode buffers on the sender, receive buffers on the receiver. In place: the
+  // sender sends from the KV (no buffers at all) and the receiver's transport holds at most a
+  // few placed frames for the consumer.
+  for (bool in_place : {false, true}) {
+    SCOPED_TRACE(in_place ? "in place" : "buffered");
+    KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, g));
+    link_.rx_gate.Register(std::make_shared<Session>(s));
+    OwnedKv dst = OwnedKv::Zeros(g);
+    SenderOptions so;
+    so.encode_buffers = 2;
+    so.zero_copy_identity = in_place;
+    ReceiverOptions ro;
+    ro.zero_copy_identity = in_place;
+    const uint64_t received_before = link_.rx->counters().frames_received;
+    link_.rx_faulty->HoldReceives();
+    Outcome o;
+    KvReceiver receiver(link_.rx_faulty.get(), &link_.rx_gate, codec.get(), ro);
+    std::thread rx_thread([&] { o.rx = receiver.Receive(s, dst.mutable_view()); });
+    KvSender sender(link_.tx_faulty.get(), &link_.tx_gate, codec.get(), so);
+    std::thread tx_thread([&] { o.tx = sender.Send(s, src.view()); });
+    // Wait (without sleeping) until the receiving transport holds all it may: from here on the
+    // sender can only advance by what the link itself buffers.
+    const uint64_t cap = in_place ? 4 : 2;
+    while (link_.rx->counters().frames_received - received_before < cap) std::this_thread::yield();
+    EXPECT_EQ(link_.rx->counters().frames_received - received_before, cap);
+    EXPECT_LE(sender.buffers_in_use(), 2);
+    link_.rx_faulty->Open();
+    tx_thread.join();
+    rx_thread.join();
+    ASSERT_THAT(o.tx, IsOk());
+    ASSERT_THAT(o.rx, IsOk());
+    EXPECT_EQ(dst.k, src.k);
+    EXPECT_EQ(dst.v, src.v);
+    EXPECT_LE(sender.peak_buffers_in_use(), in_place ? 0 : 2);  // 2 x 512 KiB, not 24 x
+    EXPECT_EQ(sender.buffers_in_use(), 0);
+    EXPECT_EQ(link_.rx->counters().recv_buffers_in_use, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTransports, TransferTest, ::testing::ValuesIn(AllTransportCases()),

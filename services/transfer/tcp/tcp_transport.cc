@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -159,6 +160,35 @@ absl::Status ReadExactUntil(int fd, void* buf, size_t n, absl::Time deadline) {
   return absl::OkStatus();
 }
 
+// Reads exactly the placement's bytes, scattered over its parts.
+absl::Status ReadvExact(int fd, const PayloadPlacement& pl) {
+  iovec iov[kMaxPayloadParts];
+  int cnt = 0;
+  for (int i = 0; i < pl.count; ++i) {
+    if (!pl.parts[i].empty()) iov[cnt++] = {pl.parts[i].data(), pl.parts[i].size()};
+  }
+  iovec* v = iov;
+  while (cnt > 0) {
+    ssize_t r = ::readv(fd, v, cnt);
+    if (r == 0) return absl::UnavailableError("tcp: peer closed the connection mid-frame");
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return absl::UnavailableError(Errno("tcp: recv"));
+    }
+    size_t left = static_cast<size_t>(r);
+    while (cnt > 0 && left >= v->iov_len) {
+      left -= v->iov_len;
+      ++v;
+      --cnt;
+    }
+    if (cnt > 0) {
+      v->iov_base = static_cast<uint8_t*>(v->iov_base) + left;
+      v->iov_len -= left;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteAll(int fd, iovec* iov, int iovcnt) {
   while (iovcnt > 0) {
     msghdr msg{};
@@ -192,6 +222,7 @@ class TcpConnection final : public Connection {
       : fds_(std::move(fds)),
         pool_(std::move(pool)),
         validator_(options.validator),
+        placer_(options.placer),
         send_ring_(std::max(1, options.max_inflight_sends)),
         rx_(pool_->count()) {
     info_.kind = "tcp";
@@ -205,15 +236,19 @@ class TcpConnection final : public Connection {
 
   ~TcpConnection() override { Close(); }
 
-  absl::Status Send(const FrameHeader& header, absl::Span<const uint8_t> payload,
-                    SendCallback done) override {
+  absl::Status SendV(const FrameHeader& header, absl::Span<const absl::Span<const uint8_t>> parts,
+                     SendCallback done) override {
+    if (parts.size() > static_cast<size_t>(kMaxPayloadParts)) {
+      return absl::InvalidArgumentError("tcp: too many payload parts");
+    }
     std::unique_lock<std::mutex> lock(send_mu_);
     space_cv_.wait(lock, [&] { return closed_ || !failure_.ok() || inflight_ < send_ring_.size(); });
     if (closed_) return absl::CancelledError("tcp: connection closed");
     if (!failure_.ok()) return failure_;
     SendSlot& s = send_ring_[(send_head_ + queued_) % send_ring_.size()];
     s.header = header;
-    s.payload = payload;
+    s.count = static_cast<int>(parts.size());
+    for (size_t i = 0; i < parts.size(); ++i) s.parts[i] = parts[i];
     s.done = std::move(done);
     ++queued_;
     ++inflight_;
@@ -263,7 +298,8 @@ class TcpConnection final : public Connection {
  private:
   struct SendSlot {
     FrameHeader header;
-    absl::Span<const uint8_t> payload;
+    std::array<absl::Span<const uint8_t>, kMaxPayloadParts> parts;
+    int count = 0;
     SendCallback done;
   };
 
@@ -291,7 +327,8 @@ class TcpConnection final : public Connection {
         if (queued_ == 0) return;  // closed or failed, nothing left to complete
         SendSlot& s = send_ring_[send_head_];
         slot.header = s.header;
-        slot.payload = s.payload;
+        slot.parts = s.parts;
+        slot.count = s.count;
         slot.done = std::move(s.done);
         send_head_ = (send_head_ + 1) % send_ring_.size();
         --queued_;
@@ -299,11 +336,16 @@ class TcpConnection final : public Connection {
       }
       SendResult r;
       if (failed.ok()) {
-        iovec iov[2];
-        iov[0] = {&slot.header, sizeof(FrameHeader)};
-        iov[1] = {const_cast<uint8_t*>(slot.payload.data()), slot.payload.size()};
+        iovec iov[1 + kMaxPayloadParts];
+        int cnt = 0;
+        iov[cnt++] = {&slot.header, sizeof(FrameHeader)};
+        for (int i = 0; i < slot.count; ++i) {
+          if (!slot.parts[i].empty()) {
+            iov[cnt++] = {const_cast<uint8_t*>(slot.parts[i].data()), slot.parts[i].size()};
+          }
+        }
         r.wire_begin_ns = MonotonicNowNs();
-        r.status = WriteAll(fd, iov, slot.payload.empty() ? 1 : 2);
+        r.status = WriteAll(fd, iov, cnt);
         r.wire_end_ns = MonotonicNowNs();
         if (!r.status.ok()) {
           Fail(r.status);
@@ -337,16 +379,29 @@ class TcpConnection final : public Connection {
         frames_rejected_.fetch_add(1);
         return Fail(s);  // payload left unread
       }
-      absl::StatusOr<PooledBuffer> buf = pool_->Acquire();
-      if (!buf.ok()) return Fail(buf.status());
-      s = ReadExact(fd, buf->data(), h.payload_bytes);
-      if (!s.ok()) return Fail(s);
-      buf->set_size(h.payload_bytes);
+      ReceivedFrame f;
+      PayloadPlacement placement;
+      if (placer_ && placer_(h, &placement)) {
+        // Straight to its destination: no receive buffer, no copy afterwards. At most a few
+        // such frames wait for the consumer (the slot returns when it pops the frame).
+        if (!rx_.ReservePlaced()) return;
+        s = ReadvExact(fd, placement);
+        if (!s.ok()) {
+          rx_.ReleasePlaced();
+          return Fail(s);
+        }
+        f.placed = placement;
+      } else {
+        absl::StatusOr<PooledBuffer> buf = pool_->Acquire();
+        if (!buf.ok()) return Fail(buf.status());
+        s = ReadExact(fd, buf->data(), h.payload_bytes);
+        if (!s.ok()) return Fail(s);
+        buf->set_size(h.payload_bytes);
+        f.payload = std::move(*buf);
+      }
       payload_bytes_read_.fetch_add(h.payload_bytes);
       frames_received_.fetch_add(1);
-      ReceivedFrame f;
       f.header = h;
-      f.payload = std::move(*buf);
       f.recv_begin_ns = begin_ns;
       f.recv_end_ns = MonotonicNowNs();
       if (!rx_.Push(std::move(f))) return;  // failed meanwhile
@@ -356,6 +411,7 @@ class TcpConnection final : public Connection {
   std::vector<ScopedFd> fds_;
   std::shared_ptr<BufferPool> pool_;
   HeaderValidator validator_;
+  PayloadPlacer placer_;
   TransportInfo info_;
 
   mutable std::mutex send_mu_;

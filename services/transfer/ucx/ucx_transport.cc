@@ -4,6 +4,8 @@
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -67,6 +69,8 @@ struct WireFrame {
 static_assert(sizeof(WireFrame) == 144);
 
 int64_t NowNs() { return MonotonicNowNs(); }
+
+constexpr int kMaxPlaced = 4;  // in-place payloads being received or queued per connection
 
 // The lanes of an endpoint, read back from ucp_ep_print_info (UCX 1.13 has no ucp_ep_query
 // field for them).
@@ -132,6 +136,7 @@ struct HeldAm {
   size_t length = 0;
   bool rndv = false;
   int64_t begin_ns = 0;
+  PayloadPlacement placement;  // count > 0: the payload goes there, not into a buffer
 };
 
 // ---- UcxConnection (shared with the core's maps and UCX callbacks) -------------------------------
@@ -143,7 +148,8 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
   ~UcxConnection();
 
   // --- user threads ---
-  absl::Status Send(const FrameHeader& header, absl::Span<const uint8_t> payload, SendCallback done);
+  absl::Status SendV(const FrameHeader& header, absl::Span<const absl::Span<const uint8_t>> parts,
+                     SendCallback done);
   absl::StatusOr<ReceivedFrame> Receive(absl::Duration timeout) { return rx_.Pop(timeout); }
   absl::Status status() const { return rx_.status(); }
   const TransportInfo& info() const { return info_; }
@@ -172,7 +178,9 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
  private:
   struct SendOp {
     WireFrame wire;
-    absl::Span<const uint8_t> payload;
+    absl::Span<const uint8_t> payload;  // one part (contiguous)
+    std::array<ucp_dt_iov_t, kMaxPayloadParts> iov{};
+    int parts = 0;                      // > 1: iov datatype
     SendCallback done;
     int64_t begin_ns = 0;
     UcxConnection* conn = nullptr;
@@ -183,6 +191,8 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
   struct RecvOp {
     FrameHeader header;
     PooledBuffer buffer;
+    PayloadPlacement placement;  // placed receive (no buffer)
+    std::array<ucp_dt_iov_t, kMaxPayloadParts> iov{};
     int64_t begin_ns = 0;
     size_t length = 0;
     UcxConnection* conn = nullptr;
@@ -196,6 +206,7 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
 
   void CompleteSend(SendOp* op, ucs_status_t status);
   void StartReceive(HeldAm held, PooledBuffer buf, bool from_callback);
+  bool CanStart(const HeldAm& held, std::optional<PooledBuffer>* buf);
   void FinishReceive(RecvOp* op);
   void DrainHeld();
   void FailQueuedSends();
@@ -211,6 +222,7 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
   std::shared_ptr<BufferPool> pool_;
   ucp_mem_h pool_memh_ = nullptr;
   HeaderValidator validator_;
+  PayloadPlacer placer_;
 
   // Send side: a fixed ring of op slots.
   mutable std::mutex send_mu_;
@@ -687,9 +699,11 @@ UcxConnection::UcxConnection(std::shared_ptr<UcxCore> core, uint64_t conn_id, bo
       heartbeat_(heartbeat),
       pool_(std::move(pool)),
       validator_(options.validator),
+      placer_(options.placer),
       ops_(std::max(1, options.max_inflight_sends)),
-      recv_ops_(pool_->count()),
-      rx_(pool_->count()) {
+      recv_ops_(pool_->count() + kMaxPlaced),
+      rx_(pool_->count(), kMaxPlaced) {
+  rx_.SetPlacedReleaseHook([this] { core_->Kick(this); });
   for (int i = static_cast<int>(ops_.size()) - 1; i >= 0; --i) {
     ops_[i].conn = this;
     ops_[i].index = i;
@@ -766,8 +780,11 @@ ConnectionCounters UcxConnection::counters() const {
   return c;
 }
 
-absl::Status UcxConnection::Send(const FrameHeader& header, absl::Span<const uint8_t> payload,
-                                 SendCallback done) {
+absl::Status UcxConnection::SendV(const FrameHeader& header,
+                                  absl::Span<const absl::Span<const uint8_t>> parts, SendCallback done) {
+  if (parts.size() > static_cast<size_t>(kMaxPayloadParts)) {
+    return absl::InvalidArgumentError("ucx: too many payload parts");
+  }
   {
     std::unique_lock<std::mutex> lock(send_mu_);
     space_cv_.wait(lock, [&] { return closed_ || !rx_.status().ok() || !free_ops_.empty(); });
@@ -780,7 +797,12 @@ absl::Status UcxConnection::Send(const FrameHeader& header, absl::Span<const uin
     op.wire.prefix.conn_id = conn_id_;
     op.wire.prefix.to_acceptor = acceptor_side_ ? 0 : 1;
     op.wire.frame = header;
-    op.payload = payload;
+    op.parts = static_cast<int>(parts.size());
+    op.payload = parts.size() == 1 ? parts[0] : absl::Span<const uint8_t>();
+    for (size_t k = 0; k < parts.size(); ++k) {
+      op.iov[k].buffer = const_cast<uint8_t*>(parts[k].data());
+      op.iov[k].length = parts[k].size();
+    }
     op.done = std::move(done);
     submit_.push_back(i);
   }
@@ -916,15 +938,20 @@ void UcxConnection::OnKick() {
     // Chunks go by rendezvous: the receiver pulls the payload only after checking the header
     // and only into a free buffer.
     p.flags = chunk ? UCP_AM_SEND_FLAG_RNDV : 0;
-    if (ucp_mem_h memh = SendMemh(op.payload.data(), op.payload.size())) {
+    const void* buffer = op.payload.empty() ? nullptr : op.payload.data();
+    size_t count = op.payload.size();
+    if (op.parts > 1) {  // scattered payload (e.g. straight from the KV): UCX iov datatype
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+      p.datatype = ucp_dt_make_iov();
+      buffer = op.iov.data();
+      count = static_cast<size_t>(op.parts);
+    } else if (ucp_mem_h memh = SendMemh(op.payload.data(), op.payload.size())) {
       p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
       p.memh = memh;
     }
     op.begin_ns = NowNs();
     ++ucx_sends_outstanding_;
-    ucs_status_ptr_t req = ucp_am_send_nbx(ep_, kAmFrame, &op.wire, sizeof op.wire,
-                                           op.payload.empty() ? nullptr : op.payload.data(),
-                                           op.payload.size(), &p);
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep_, kAmFrame, &op.wire, sizeof op.wire, buffer, count, &p);
     if (req == nullptr) {
       CompleteSend(&op, UCS_OK);
     } else if (UCS_PTR_IS_ERR(req)) {
@@ -968,16 +995,24 @@ ucs_status_t UcxConnection::OnFrame(const FrameHeader& h, void* data, size_t len
   held.length = length;
   held.rndv = rndv;
   held.begin_ns = NowNs();
-  if (held_.empty()) {
-    if (std::optional<PooledBuffer> buf = pool_->TryAcquire()) {
-      StartReceive(held, std::move(*buf), from_callback);
-      // Eager data was copied; a rendezvous descriptor now belongs to the receive operation.
-      return rndv ? UCS_INPROGRESS : UCS_OK;
-    }
+  if (placer_ && !placer_(h, &held.placement)) held.placement = PayloadPlacement{};
+  std::optional<PooledBuffer> buf;
+  if (held_.empty() && CanStart(held, &buf)) {
+    StartReceive(held, buf ? std::move(*buf) : PooledBuffer(), from_callback);
+    // Eager data was copied; a rendezvous descriptor now belongs to the receive operation.
+    return rndv ? UCS_INPROGRESS : UCS_OK;
   }
   // Every buffer is lent: keep the descriptor; the payload is pulled when a buffer returns.
   held_.push_back(held);
   return UCS_INPROGRESS;
+}
+
+// A free receive-op slot and either a placed slot (in-place payload) or a pool buffer. Reserves.
+bool UcxConnection::CanStart(const HeldAm& held, std::optional<PooledBuffer>* buf) {
+  if (free_recv_ops_.empty()) return false;
+  if (held.placement.count > 0) return rx_.TryReservePlaced();
+  *buf = pool_->TryAcquire();
+  return buf->has_value();
 }
 
 void UcxConnection::StartReceive(HeldAm held, PooledBuffer buf, bool from_callback) {
@@ -986,10 +1021,20 @@ void UcxConnection::StartReceive(HeldAm held, PooledBuffer buf, bool from_callba
   RecvOp& op = recv_ops_[i];
   op.header = held.header;
   op.buffer = std::move(buf);
+  op.placement = held.placement;
   op.begin_ns = held.begin_ns;
   op.length = held.length;
+  const bool placed = op.placement.count > 0;
   if (!held.rndv) {
-    if (held.length) std::memcpy(op.buffer.data(), held.data, held.length);
+    if (placed) {
+      const uint8_t* src = static_cast<const uint8_t*>(held.data);
+      for (int k = 0; k < op.placement.count; ++k) {
+        std::memcpy(op.placement.parts[k].data(), src, op.placement.parts[k].size());
+        src += op.placement.parts[k].size();
+      }
+    } else if (held.length) {
+      std::memcpy(op.buffer.data(), held.data, held.length);
+    }
     if (!from_callback) ucp_am_data_release(core_->worker(), held.data);
     ++recvs_outstanding_;
     FinishReceive(&op);
@@ -999,17 +1044,30 @@ void UcxConnection::StartReceive(HeldAm held, PooledBuffer buf, bool from_callba
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.recv_am = &UcxConnection::OnRecvDone;
   p.user_data = &op;
-  if (pool_memh_ != nullptr) {
+  void* dst = op.buffer.data();
+  size_t count = held.length;
+  if (placed) {  // straight into the destination: UCX iov datatype
+    for (int k = 0; k < op.placement.count; ++k) {
+      op.iov[k].buffer = op.placement.parts[k].data();
+      op.iov[k].length = op.placement.parts[k].size();
+    }
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+    p.datatype = ucp_dt_make_iov();
+    dst = op.iov.data();
+    count = static_cast<size_t>(op.placement.count);
+  } else if (pool_memh_ != nullptr) {
     p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
     p.memh = pool_memh_;
   }
   ++recvs_outstanding_;
-  ucs_status_ptr_t req = ucp_am_recv_data_nbx(core_->worker(), held.data, op.buffer.data(), held.length, &p);
+  ucs_status_ptr_t req = ucp_am_recv_data_nbx(core_->worker(), held.data, dst, count, &p);
   if (req == nullptr) {
     FinishReceive(&op);
   } else if (UCS_PTR_IS_ERR(req)) {
     --recvs_outstanding_;
     op.buffer.Reset();
+    if (placed) rx_.ReleasePlaced();
+    op.placement = PayloadPlacement{};
     free_recv_ops_.push_back(i);
     Fail(UcsError("receive payload", UCS_PTR_STATUS(req)));
   }
@@ -1022,6 +1080,8 @@ void UcxConnection::OnRecvDone(void* request, ucs_status_t status, size_t, void*
   if (status != UCS_OK) {
     --c->recvs_outstanding_;
     op->buffer.Reset();
+    if (op->placement.count > 0) c->rx_.ReleasePlaced();
+    op->placement = PayloadPlacement{};
     c->free_recv_ops_.push_back(op->index);
     c->Fail(status == UCS_ERR_CANCELED ? absl::CancelledError("ucx: receive cancelled")
                                        : UcsError("receive payload", status));
@@ -1037,8 +1097,13 @@ void UcxConnection::FinishReceive(RecvOp* op) {
   frames_received_.fetch_add(1);
   ReceivedFrame f;
   f.header = op->header;
-  f.payload = std::move(op->buffer);
-  f.payload.set_size(op->length);
+  if (op->placement.count > 0) {
+    f.placed = op->placement;
+    op->placement = PayloadPlacement{};
+  } else {
+    f.payload = std::move(op->buffer);
+    f.payload.set_size(op->length);
+  }
   f.recv_begin_ns = op->begin_ns;
   f.recv_end_ns = NowNs();
   free_recv_ops_.push_back(op->index);
@@ -1048,11 +1113,11 @@ void UcxConnection::FinishReceive(RecvOp* op) {
 
 void UcxConnection::DrainHeld() {
   while (!held_.empty() && rx_.status().ok()) {
-    std::optional<PooledBuffer> buf = pool_->TryAcquire();
-    if (!buf) return;
+    std::optional<PooledBuffer> buf;
+    if (!CanStart(held_.front(), &buf)) return;
     HeldAm h = held_.front();
     held_.pop_front();
-    StartReceive(h, std::move(*buf), /*from_callback=*/false);
+    StartReceive(h, buf ? std::move(*buf) : PooledBuffer(), /*from_callback=*/false);
   }
 }
 
@@ -1160,8 +1225,9 @@ class UcxConnectionHandle final : public Connection {
  public:
   explicit UcxConnectionHandle(std::shared_ptr<UcxConnection> c) : c_(std::move(c)) {}
   ~UcxConnectionHandle() override { c_->Close(); }
-  absl::Status Send(const FrameHeader& h, absl::Span<const uint8_t> p, SendCallback done) override {
-    return c_->Send(h, p, std::move(done));
+  absl::Status SendV(const FrameHeader& h, absl::Span<const absl::Span<const uint8_t>> parts,
+                     SendCallback done) override {
+    return c_->SendV(h, parts, std::move(done));
   }
   absl::StatusOr<ReceivedFrame> Receive(absl::Duration timeout) override { return c_->Receive(timeout); }
   absl::Status status() const override { return c_->status(); }
