@@ -38,7 +38,7 @@ struct DecodeService::SessionState {
   control::TransportKind transport = control::TransportKind::kTcp;
   std::unique_ptr<transfer::Listener> listener;
   std::vector<uint16_t> k, v;  // the destination KV, [L, H, S, D] fp16 each
-  absl::Time lease_deadline;
+  absl::Duration lease;
   std::thread receiver;
   std::mutex join_mu;  // serializes joining `receiver`
 
@@ -63,6 +63,10 @@ struct DecodeService::SessionState {
   absl::Status failure ABSL_GUARDED_BY(mu);
   transfer::TransferStats rx_stats ABSL_GUARDED_BY(mu);
   transfer::Connection* conn ABSL_GUARDED_BY(mu) = nullptr;
+  // The lease runs while nothing happens: from OpenSession until the data connection arrives,
+  // and again from the end of the transfer until Resume. While the KV is being received the
+  // data plane's own timeouts and peer-loss detection govern instead.
+  absl::Time lease_deadline ABSL_GUARDED_BY(mu);
 
   MutableKvCacheView dest() {
     return {{k.data(), session->geom, session->dtype}, {v.data(), session->geom, session->dtype}};
@@ -181,7 +185,11 @@ absl::StatusOr<control::SessionGrant> DecodeService::OpenSession(const control::
 
   const int64_t lease_ms =
       p.lease_ms == 0 ? options_.lease_ms : std::min<int64_t>(p.lease_ms, options_.max_lease_ms);
-  s->lease_deadline = Now() + absl::Milliseconds(lease_ms);
+  s->lease = absl::Milliseconds(lease_ms);
+  {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->lease_deadline = Now() + s->lease;
+  }
   {
     std::lock_guard<std::mutex> l(mu_);
     if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
@@ -230,6 +238,7 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
     std::lock_guard<std::mutex> l(s->mu);
     s->rx = SessionState::Rx::kFailed;
     s->failure = std::move(st);
+    s->lease_deadline = Now() + s->lease;  // Resume may still come to collect the reason
     s->cv.notify_all();
   };
 
@@ -282,6 +291,7 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->conn = nullptr;
+    s->lease_deadline = Now() + s->lease;
   }
   conn->Close();
   const std::string codec(s->codec->name());
@@ -308,6 +318,7 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   std::lock_guard<std::mutex> l(s->mu);
   s->rx = SessionState::Rx::kReady;
   s->rx_stats = *std::move(stats);
+  s->lease_deadline = Now() + s->lease;  // Resume must come within the lease from here
   s->cv.notify_all();
 }
 
@@ -516,7 +527,7 @@ int DecodeService::ReclaimExpired() {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [id, s] : sessions_) {
       std::lock_guard<std::mutex> sl(s->mu);
-      if (!s->resumed && s->lease_deadline <= now) expired.push_back(s);
+      if (!s->resumed && s->conn == nullptr && s->lease_deadline <= now) expired.push_back(s);
     }
   }
   for (auto& s : expired) {

@@ -12,8 +12,11 @@
 //   Resume        (token checked: UNAUTHENTICATED) waits for the KV, imports it into the model,
 //                 and generates from first_token, streaming tokens; then the session ends.
 //   CloseSession  ends it early (idempotent).
-//   lease expiry  a session not resumed by its lease deadline is reclaimed (ReclaimExpired, run
-//                 by a background thread every `reap_interval`, or by tests with a fake clock).
+//   lease expiry  a session idle for its lease — no data connection within the lease after
+//                 OpenSession, or no Resume within the lease after its KV arrived — is reclaimed
+//                 (ReclaimExpired, run by a background thread every `reap_interval`, or by tests
+//                 with a fake clock). While the KV is arriving, the data plane's timeouts and
+//                 peer-loss detection govern instead (prefill may still be computing layers).
 // A failed transfer (peer lost, corrupt frame) fails the session: Resume returns the reason.
 //
 // Thread-safety: thread-safe; every public method may be called concurrently.

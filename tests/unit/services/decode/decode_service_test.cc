@@ -269,6 +269,19 @@ TEST_F(DecodeServiceTest, ExpiredLeaseIsReclaimed) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("expired")));
 }
 
+TEST_F(DecodeServiceTest, LeaseRestartsWhenTheKvHasArrived) {
+  Prompt p = MakePrompt("Once upon a time");
+  control::OpenSessionParams o = OpenFor(p);
+  o.lease_ms = 500;
+  KVS_ASSERT_OK_AND_ASSIGN(control::SessionGrant g, service_->OpenSession(o, Soon()));
+  now_ += absl::Milliseconds(400);
+  KVS_ASSERT_OK(SendKv(g, p, "identity").status());  // returns once decode has the KV
+  now_ += absl::Milliseconds(400);                    // 800 ms after OpenSession, 400 after the KV
+  EXPECT_EQ(service_->ReclaimExpired(), 0);
+  now_ += absl::Milliseconds(101);
+  EXPECT_EQ(service_->ReclaimExpired(), 1);
+}
+
 TEST_F(DecodeServiceTest, LeaseIsCappedAtTheMaximum) {
   options_.max_lease_ms = 2000;
   Start();
