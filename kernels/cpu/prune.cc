@@ -131,7 +131,9 @@ void ScoreTokens(const KvTensorView& k, int64_t s0, int64_t s1, float* score) {
   std::fill(score + s0, score + s1, 0.0f);
   for (int64_t lh = 0; lh < g.layers * g.heads; ++lh) {
     const uint16_t* slice = k.data + lh * g.slice_elements();
-    for (int64_t s = s0; s < s1; ++s) score[s] += std::sqrt(SumSq<Block>(slice + s * g.head_dim, g.head_dim));
+    for (int64_t s = s0; s < s1; ++s) {
+      score[s] += std::sqrt(SumSq<Block>(slice + s * g.head_dim, g.head_dim));
+    }
   }
   const float count = static_cast<float>(g.layers * g.heads);
   for (int64_t s = s0; s < s1; ++s) score[s] /= count;

@@ -12,7 +12,7 @@
 // rows S..S+D-1 = V_r = (Vᵀ_r)ᵀ), quantised with grouped INT4 (CODECS.md §2.6: groups of 128
 // consecutive values of the flattened F, zero-padded at the end; G = ⌈L·H·(S+D)·r / 128⌉):
 //   Kpacked u8[64·G] ‖ Vpacked u8[64·G] ‖ Kscales f32[G] ‖ Vscales ‖ Kzeros f32[G] ‖ Vzeros
-//   body bytes = 2·(64·G + 8·G)                                       (ratio 12.64 at S=1024, D=128)
+//   body bytes = 2·(64·G + 8·G)                                  (ratio 12.64 at S=1024, D=128)
 #pragma once
 
 #include <cstdint>

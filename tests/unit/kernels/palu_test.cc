@@ -79,11 +79,19 @@ TEST(Palu, ClosedFormSizes) {
 }
 
 // Input of rank <= r (plus fp16 rounding) comes back to fp16 precision, on both paths and in
-// tall (S > D), square and wide (S < D) slices.
+// tall (S > D), square and wide (S < D) slices; rank 3 leaves the truncation r - 3 (numerically)
+// zero singular values to pick.
 TEST(Palu, RoundTrip_RecoversLowRankInput) {
-  for (const KvGeometry g : {KvGeometry{1, 2, 200, 64}, KvGeometry{2, 1, 128, 128},
-                             KvGeometry{1, 2, 40, 128}, KvGeometry{2, 2, 1, 64}}) {
-    const int64_t r = format::PaluRank(g), S = g.tokens, D = g.head_dim;
+  struct Case {
+    KvGeometry g;
+    int64_t rank;
+  };
+  const Case kCases[] = {{{1, 2, 200, 64}, 16}, {{2, 1, 128, 128}, 32}, {{1, 2, 40, 128}, 10},
+                         {{2, 2, 1, 64}, 1},    {{1, 2, 200, 64}, 3},   {{1, 2, 40, 128}, 3}};
+  for (const Case& c : kCases) {
+    const KvGeometry& g = c.g;
+    const int64_t S = g.tokens, D = g.head_dim, r = c.rank;
+    ASSERT_LE(r, format::PaluRank(g));
     OwnedKv kv = OwnedKv::Zeros(g);
     std::mt19937 rng(17);
     std::normal_distribution<float> n01;
@@ -103,8 +111,8 @@ TEST(Palu, RoundTrip_RecoversLowRankInput) {
     }
     for (CodecPath path : {CodecPath::kReference, CodecPath::kFast}) {
       OwnedKv out = RoundTrip("palu_lr", path, kv);
-      EXPECT_LT(RelErr(out.k, kv.k), 1e-3) << g.ToString();
-      EXPECT_LT(RelErr(out.v, kv.v), 1e-3) << g.ToString();
+      EXPECT_LT(RelErr(out.k, kv.k), 1e-3) << g.ToString() << " rank " << r;
+      EXPECT_LT(RelErr(out.v, kv.v), 1e-3) << g.ToString() << " rank " << r;
     }
   }
 }

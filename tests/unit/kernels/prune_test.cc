@@ -214,10 +214,10 @@ TEST(TopkPrune50, ClosedFormSizes) {
     double ratio;
   };
   const Size kSizes[] = {
-      {"topk_prune_50", {32, 8, 1024, 128}, 4.0 * 32 * 8 * 1024 * 128 / (4.0 * 32 * 8 * 512 * 128 + 4 * 512)},
+      {"topk_prune_50", {32, 8, 1024, 128}, 4.0 * 1024 * 128 / (4.0 * 512 * 128 + 4 * 512 / 256.0)},
       {"topk_prune_50", {4, 2, 32, 64}, 65536.0 / (4 * 4 * 2 * 16 * 64 + 4 * 16)},
       {"cascade_prune50_int4", {32, 8, 220, 128}, 7.110},  // Llama-3.1-8B, S = 220
-      {"cascade_prune50_int4", {32, 8, 1024, 128}, 4.0 * 32 * 8 * 1024 * 128 / (2 * 72.0 * 32 * 8 * 512 + 4 * 512)},
+      {"cascade_prune50_int4", {32, 8, 1024, 128}, 4.0 * 1024 * 128 / (144.0 * 512 + 4 * 512 / 256.0)},
       {"cascade_prune50_int4", {4, 2, 37, 64}, 75776.0 / 10440},  // golden index: 10440 bytes
   };
   for (const Size& s : kSizes) {
@@ -315,7 +315,8 @@ TEST(TopkPrune50, GoldenMismatchesWithinOneStep) {
           for (size_t i = g0; i < g1; ++i) mn = std::min(mn, kept[i]), mx = std::max(mx, kept[i]);
           if (g1 - g0 < 128) mn = std::min(mn, 0.0f), mx = std::max(mx, 0.0f);  // zero padding
           const float ya = HalfToFloat(a[p]), yb = HalfToFloat(b[p]);
-          const float ulp = std::ldexp(1.0f, std::ilogb(std::max(std::fabs(yb), std::ldexp(1.0f, -14))) - 10);
+          const float ulp =
+              std::ldexp(1.0f, std::ilogb(std::max(std::fabs(yb), std::ldexp(1.0f, -14))) - 10);
           EXPECT_LE(std::fabs(ya - yb), (mx - mn) / 15 + ulp) << "element " << p;
         }
       }
