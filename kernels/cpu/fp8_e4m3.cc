@@ -1,16 +1,19 @@
 // fp8_e4m3 (CODECS.md §0, §2.4): per-layer scaled FP8, K and V separately.
 // Default — a deliberate deviation from the KVShuttle reference CPU path: real FP8 E4M3
-// (float8_e4m3fn) as the reference's A100 path: scale_l = max|x| over layer l / 448 (1.0 when 0),
-// code = E4M3 round-to-nearest-even of x / scale_l (saturating), decode value(code) · scale_l -> fp16.
+// (float8_e4m3fn), as the reference's A100 path: scale_l = max|x| over layer l / 448 (1.0 when
+// 0), code = E4M3 round-to-nearest-even of x / scale_l (saturating at ±448), decode
+// value(code) · scale_l -> fp16.
 // options().fp8_compat — the reference CPU path, for reproducing the paper's numbers: offset-uint8
 // with step amax_l / 240, clip(rint(x / scale_l + 128), 0, 255), clipped beyond ≈0.53·amax_l;
 // decode (code − 128) · scale_l. The encoder marks compat payloads with kFlagFp8Compat and the
 // decoder follows the payload's flag, not its own options. Per-layer scales end the body.
 // Layout, size and the scalar E4M3 conversion: kernels/format/fp8_e4m3.h.
 //
-// Fast path: one layer at a time (max pass, then code pass, each split over the pool), AVX2/F16C
-// kernels that do the E4M3 rounding with integer operations on the fp32 bits — the same function as
-// format::E4m3FromFloat, lane by lane, so payloads are bit-identical to the reference path.
+// Fast path: the per-layer pipeline of kernels/cpu/int8_layer.h. The E4M3 kernel does the rounding
+// with integer operations on the fp32 bits (format::E4m3FromFloat lane by lane) and, on big
+// layers, fills the per-layer code table that the code pass then gathers from; payloads are
+// bit-identical to the reference path. Decode turns each code into the fp16 pattern of
+// value(code) / 256 (E4M3 is a subset of fp16) and lets F16C convert it.
 #include <immintrin.h>
 
 #include <cmath>
@@ -114,7 +117,8 @@ void DecodeScalar(const uint8_t* q, int64_t n, float scale, bool compat, uint16_
 // exact decode; the NaN codes become the fp16 NaN 0x7E00 (-> fp32 0x7FC00000, as the scalar path).
 KVS_AVX2 inline void E4m3Decode16(__m128i codes, __m256 vs, uint16_t* out) {
   const __m256i c = _mm256_cvtepi8_epi16(codes);  // sign-extended: sign in bits 8..15
-  __m256i h = _mm256_and_si256(_mm256_slli_epi16(c, 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+  __m256i h = _mm256_and_si256(_mm256_slli_epi16(c, 7),
+                               _mm256_set1_epi16(static_cast<short>(0xBF80)));
   const __m256i nan = _mm256_cmpeq_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7FFF)),
                                          _mm256_set1_epi16(0x3F80));
   h = _mm256_xor_si256(h, _mm256_and_si256(nan, _mm256_set1_epi16(0x3F80 ^ 0x7E00)));
@@ -198,7 +202,8 @@ class Fp8E4m3Codec final : public CodecBase {
   explicit Fp8E4m3Codec(const CodecOptions& o) : CodecBase(kInfo, o) {}
 
   size_t WorkspaceBytes(const KvGeometry&, const ThreadPool*) const override {
-    return options().path == CodecPath::kFast ? int8l::kTableBytes : 0;
+    // The E4M3 code table (kernels/cpu/int8_layer.h); the compat kernel needs none.
+    return options().path == CodecPath::kFast && !options().fp8_compat ? int8l::kTableBytes : 0;
   }
 
  protected:
@@ -207,7 +212,8 @@ class Fp8E4m3Codec final : public CodecBase {
     return format::Fp8E4m3BodyBytes(g);
   }
   absl::StatusOr<size_t> EncodeBody(const KvCacheView& kv, absl::Span<uint8_t> body,
-                                    absl::Span<uint8_t> workspace, ThreadPool* pool) const override {
+                                    absl::Span<uint8_t> workspace,
+                                    ThreadPool* pool) const override {
     const KvGeometry& g = kv.geom();
     const int64_t n = g.elements();
     const bool compat = options().fp8_compat;

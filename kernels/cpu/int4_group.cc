@@ -1,5 +1,5 @@
-// Grouped asymmetric INT4 (CODECS.md §2.6), shared by uniform_int4, mixed_k8v4, cascade_prune50_int4
-// and palu_int4. Interface and semantics: kernels/cpu/int4_group.h.
+// Grouped asymmetric INT4 (CODECS.md §2.6), shared by uniform_int4, mixed_k8v4,
+// cascade_prune50_int4 and palu_int4. Interface and semantics: kernels/cpu/int4_group.h.
 //
 // Reference path: one group at a time in scalar fp32, straight from the spec, single-threaded.
 // Fast path: groups split over the pool; per group, AVX2/F16C kernels (min/max on order-preserving
@@ -290,19 +290,19 @@ KVS_AVX2 void EncodeTailAvx2(const T* x, int64_t n, int64_t g, uint8_t* packed, 
 }
 
 // 16 codes (bytes) -> 16 fp16 values.
-KVS_AVX2 inline void Dequant16(__m128i codes, __m256 vs, __m256 vz,
-                                                           uint16_t* out) {
+KVS_AVX2 inline void Dequant16(__m128i codes, __m256 vs, __m256 vz, uint16_t* out) {
   const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
   const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
-  const __m128i h0 = _mm256_cvtps_ph(_mm256_add_ps(_mm256_mul_ps(f0, vs), vz), _MM_FROUND_TO_NEAREST_INT);
-  const __m128i h1 = _mm256_cvtps_ph(_mm256_add_ps(_mm256_mul_ps(f1, vs), vz), _MM_FROUND_TO_NEAREST_INT);
+  const __m256 y0 = _mm256_add_ps(_mm256_mul_ps(f0, vs), vz);
+  const __m256 y1 = _mm256_add_ps(_mm256_mul_ps(f1, vs), vz);
+  const __m128i h0 = _mm256_cvtps_ph(y0, _MM_FROUND_TO_NEAREST_INT);
+  const __m128i h1 = _mm256_cvtps_ph(y1, _MM_FROUND_TO_NEAREST_INT);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_set_m128i(h1, h0));
 }
 
 // Full groups [g0, g1).
-KVS_AVX2 void DecodeAvx2(const uint8_t* packed, const uint8_t* scales,
-                                                      const uint8_t* zeros, int64_t g0, int64_t g1,
-                                                      uint16_t* out) {
+KVS_AVX2 void DecodeAvx2(const uint8_t* packed, const uint8_t* scales, const uint8_t* zeros,
+                         int64_t g0, int64_t g1, uint16_t* out) {
   const __m128i lo_mask = _mm_set1_epi8(0x0F);
   for (int64_t g = g0; g < g1; ++g) {
     const __m256 vs = _mm256_set1_ps(LoadF32(scales + 4 * g));
@@ -334,10 +334,8 @@ void Encode(const T* x, int64_t n, uint8_t* packed, uint8_t* scales, uint8_t* ze
   ParallelFor(pool, groups, [&](int64_t g0, int64_t g1) {
     if (!avx2) return EncodeGroupsScalar(x, n, g0, g1, packed, scales, zeros);
     const int64_t f1 = std::min(g1, full);
-    if (g0 < f1) {
-      EncodeGroupsAvx2(x, g0, f1, packed, scales, zeros);
-    }
-    for (int64_t g = std::max(g0, full); g < g1; ++g) EncodeTailAvx2(x, n, g, packed, scales, zeros);
+    if (g0 < f1) EncodeGroupsAvx2(x, g0, f1, packed, scales, zeros);
+    if (g1 > full) EncodeTailAvx2(x, n, full, packed, scales, zeros);
   }, kGrain);
 }
 

@@ -1,6 +1,6 @@
-// kernels/cpu/int8_layer.h — internal, header-only: per-layer scaled 8-bit codes. The symmetric INT8
-// quantiser of uniform_int8 (K and V) and mixed_k8v4 (K), and the machinery fp8_e4m3 shares with it:
-// the per-layer max|x| pass and the per-layer code table (CODECS.md §2.4, §2.5).
+// kernels/cpu/int8_layer.h — internal, header-only: per-layer scaled 8-bit codes. The symmetric
+// INT8 quantiser of uniform_int8 (K and V) and mixed_k8v4 (K), and the machinery fp8_e4m3 shares
+// with it: the per-layer max|x| pass and the per-layer code table (CODECS.md §2.4, §2.5).
 //
 // INT8, per layer l of an [L, H, S, D] fp16 tensor: amax = max |x| over the H·S·D values,
 // scale = amax / 127 (1.0 when amax == 0), q = clip(rint(x / scale), -127, 127) as int8; decode
@@ -15,7 +15,8 @@
 // - codes: a per-element kernel (true division, RNE, clip) — or, for kernels that declare it
 //   worthwhile (E4M3) and layers with several elements per fp16 pattern up to ±amax, a table
 //   T[h] = kernel(h) over those patterns and one gather per element. The code of an element
-//   depends only on its fp16 bits and the layer scale, so the table gives exactly the kernel's codes.
+//   depends only on its fp16 bits and the layer scale, so the table gives exactly the kernel's
+//   codes.
 // Both paths are bit-identical for non-NaN input (NaN inputs give in-bounds, unspecified codes).
 #pragma once
 
@@ -92,16 +93,19 @@ inline float AbsMaxScalar(const uint16_t* x, int64_t n) {
   return m;
 }
 
+inline void AtomicMax(std::atomic<uint16_t>& best, uint16_t m) {
+  uint16_t cur = best.load(std::memory_order_relaxed);
+  while (m > cur && !best.compare_exchange_weak(cur, m, std::memory_order_relaxed)) {
+  }
+}
+
 // max |x| over a layer as fp16 bits (the fast path), split over the pool.
 inline uint16_t AbsMaxBits(const uint16_t* x, int64_t n, ThreadPool* pool) {
   const bool avx2 = HasAvx2F16c();
   std::atomic<uint16_t> best{0};
   ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](int64_t b0, int64_t b1) {
     const int64_t i = b0 * kBlock, len = std::min(n, b1 * kBlock) - i;
-    const uint16_t m = avx2 ? AbsMaxBitsAvx2(x + i, len) : AbsMaxBitsScalar(x + i, len);
-    uint16_t cur = best.load(std::memory_order_relaxed);
-    while (m > cur && !best.compare_exchange_weak(cur, m, std::memory_order_relaxed)) {
-    }
+    AtomicMax(best, avx2 ? AbsMaxBitsAvx2(x + i, len) : AbsMaxBitsScalar(x + i, len));
   });
   return best.load(std::memory_order_relaxed);
 }
@@ -219,12 +223,9 @@ void EncodeTensor(const KvTensorView& t, uint8_t* q, uint8_t* scales, CodecPath 
     ParallelFor(pool, (le + kBlock - 1) / kBlock, [&](int64_t b0, int64_t b1) {
       const int64_t i = b0 * kBlock, len = std::min(le, b1 * kBlock) - i;
       const uint16_t* nx = next ? next + i : nullptr;
-      const uint16_t m = table ? code_block(TableKernel{workspace.data()}, x + i, len,
-                                            q + l * le + i, nx)
-                               : code_block(k, x + i, len, q + l * le + i, nx);
-      uint16_t cur = best.load(std::memory_order_relaxed);
-      while (m > cur && !best.compare_exchange_weak(cur, m, std::memory_order_relaxed)) {
-      }
+      AtomicMax(best, table ? code_block(TableKernel{workspace.data()}, x + i, len,
+                                         q + l * le + i, nx)
+                            : code_block(k, x + i, len, q + l * le + i, nx));
     });
     top = best.load(std::memory_order_relaxed);
   }

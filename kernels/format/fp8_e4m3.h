@@ -8,9 +8,9 @@
 //   Vs  f32 [L]   V per-layer scales
 //   body bytes = 2·N + 8·L   (ratio 2.000 at Llama-3.1-8B, S = 1024)
 //
-// Default (kvshuttle): real FP8 E4M3 (float8_e4m3fn: 1 sign, 4 exponent bits with bias 7, 3 mantissa
-// bits, subnormals, no infinities, S.1111.111 = NaN, max ±448). scale_l = amax_l / 448 (1.0 when
-// amax_l == 0); code = E4M3 round-to-nearest-even of x / scale_l, saturating at ±448;
+// Default (kvshuttle): real FP8 E4M3 (float8_e4m3fn: 1 sign, 4 exponent bits with bias 7,
+// 3 mantissa bits, subnormals, no infinities, S.1111.111 = NaN, max ±448). scale_l = amax_l / 448
+// (1.0 when amax_l == 0); code = E4M3 round-to-nearest-even of x / scale_l, saturating at ±448;
 // decode = value(code) · scale_l -> fp16.
 // Compat (the KVShuttle reference CPU path): scale_l = amax_l / 240 (1.0 when 0);
 // code = clip(rint(x / scale_l + 128), 0, 255) (offset binary, clips beyond ≈0.53·amax);

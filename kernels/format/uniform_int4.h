@@ -1,7 +1,7 @@
 // kernels/format/uniform_int4.h — grouped INT4 sections and the uniform_int4 payload body
 // (CODECS.md §2.6).
 //
-// int4 sections of n values (the flattened tensor, zero-padded to a multiple of 128, groups of 128):
+// int4 sections of n values (flattened, zero-padded to a multiple of 128, groups of 128):
 //   packed  u8  [64·G]  two codes per byte, element 2j in the high nibble (G = ⌈n/128⌉)
 //   scales  f32 [G]     (max - min) / 15, or 1.0 when max == min
 //   zeros   f32 [G]     min

@@ -134,7 +134,8 @@ TEST(UniformInt4, FastEqualsReference_Int4Primitive) {
     for (int g = 0; g < 3000; ++g) {
       const float step = std::ldexp(1.0f + uniform(), static_cast<int>(rnd() % 12) - 6);
       for (int i = 0; i < 128; ++i) {
-        float e = i == 0 ? 0.0f : i == 1 ? 15 * step : (static_cast<float>(rnd() % 15) + 0.5f) * step;
+        float e = (static_cast<float>(rnd() % 15) + 0.5f) * step;
+        if (i < 2) e = i == 0 ? 0.0f : 15 * step;
         if (i > 1) e = BitsToFloat(FloatToBits(e) + static_cast<int>(rnd() % 5) - 2);
         v.push_back(g % 2 ? e : HalfToFloat(FloatToHalf(e)));
       }
@@ -158,7 +159,8 @@ TEST(UniformInt4, FastEqualsReference_Int4Primitive) {
       }
       ASSERT_TRUE(a.bytes == b.bytes) << (input ? "fp32" : "fp16");
       std::vector<uint16_t> da(n), db(n);
-      int4g::DecodeF16(a.packed(), a.scales(), a.zeros(), n, da.data(), CodecPath::kReference, nullptr);
+      int4g::DecodeF16(a.packed(), a.scales(), a.zeros(), n, da.data(), CodecPath::kReference,
+                       nullptr);
       int4g::DecodeF16(a.packed(), a.scales(), a.zeros(), n, db.data(), CodecPath::kFast, &pool);
       ASSERT_EQ(da, db);
     }
@@ -174,7 +176,8 @@ TEST(UniformInt4, FastEqualsReference_Int4Primitive) {
       v[i] = i % 3 == 0 ? sp[i % 2] : finite ? sp[0] * (1 - t) + sp[1] * t : t;
     }
     Int4Buf a(256), b(256);
-    int4g::EncodeF32(v.data(), 256, a.packed(), a.scales(), a.zeros(), CodecPath::kReference, nullptr);
+    int4g::EncodeF32(v.data(), 256, a.packed(), a.scales(), a.zeros(), CodecPath::kReference,
+                     nullptr);
     int4g::EncodeF32(v.data(), 256, b.packed(), b.scales(), b.zeros(), CodecPath::kFast, &pool);
     EXPECT_TRUE(a.bytes == b.bytes) << sp[0] << " " << sp[1];
   }
