@@ -82,6 +82,7 @@ struct Config {
   std::string ucx_devices;           // sender UCX_NET_DEVICES ("" = lo on loopback, else all)
   std::string recv_ucx_devices;      // receiver UCX_NET_DEVICES
   bool verify = true;
+  bool zero_copy = true;
   std::string json;
   std::string log_level = "warn";
   // --role=recv only
@@ -339,6 +340,7 @@ int RecvMain(const Config& c) {
     gate.Register(std::make_shared<Session>(*session));
     transfer::ReceiverOptions ro;
     ro.pipelined = w[4] == "1";
+    ro.zero_copy_identity = c.zero_copy;
     ro.codec_pool = pool.get();
     transfer::KvReceiver receiver(conn->get(), &gate, codec.get(), ro);
     std::printf("ready\n");
@@ -488,7 +490,8 @@ std::string ChildCommand(const Config& c, const std::string& transport, const Kv
                                  " --layers-per-chunk ", c.layers_per_chunk, " --recv-host ", c.recv_host,
                                  " --tcp-streams ", c.tcp_streams, " --socket-buffer ", c.socket_buffer,
                                  " --recv-buffers ", c.recv_buffers, " --codec-threads ", c.codec_threads,
-                                 " --modes ", c.modes, " --log-level ", c.log_level);
+                                 " --modes ", c.modes, " --log-level ", c.log_level,
+                                 c.zero_copy ? "" : " --zero-copy=false");
   if (!c.recv_ucx_devices.empty()) absl::StrAppend(&cmd, " --recv-ucx-devices ", c.recv_ucx_devices);
   return cmd;
 }
@@ -603,6 +606,7 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
       transfer::SenderOptions so;
       so.pipelined = pipelined;
       so.encode_buffers = static_cast<int>(c.encode_buffers);
+      so.zero_copy_identity = c.zero_copy;
       so.codec_pool = pool.get();
       transfer::KvSender sender(conn.get(), &gate, codec.get(), so);
       std::vector<TransferStats> timed;
@@ -745,6 +749,7 @@ int RunTransferBench(int argc, char** argv) {
   p.AddString("ucx-devices", &c.ucx_devices, "sender UCX_NET_DEVICES (default: lo on loopback)");
   p.AddString("recv-ucx-devices", &c.recv_ucx_devices, "receiver UCX_NET_DEVICES");
   p.AddBool("verify", &c.verify, "check the received KV against a local encode/decode");
+  p.AddBool("zero-copy", &c.zero_copy, "identity: send from the KV and receive in place (both sides)");
   p.AddString("json", &c.json, "write results JSON to this file ('-' for stdout)");
   p.AddString("log-level", &c.log_level, "error, warn, info, debug");
   p.AddString("role", &c.role, "internal: send (default) or recv");

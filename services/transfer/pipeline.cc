@@ -240,7 +240,8 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
   KVS_RETURN_IF_ERROR(CheckKvMatchesSession(kv.geom(), kv.k.dtype, session, *codec_));
   KVS_RETURN_IF_ERROR(conn_->status());
   const int n = static_cast<int>(session.chunks.size());
-  const bool zero_copy = options_.zero_copy_identity && IdentityZeroCopyApplies(*codec_, session);
+  const bool zero_copy = options_.zero_copy_identity && conn_->info().vectored_zero_copy &&
+                         IdentityZeroCopyApplies(*codec_, session);
   const int buffers = options_.pipelined ? std::max(1, options_.encode_buffers) : n;
   if (!zero_copy) KVS_RETURN_IF_ERROR(EnsurePool(session.max_payload_bytes(), buffers));
   // Zero-copy identity: per chunk, the payload header; the K and V slabs are sent from `kv`.

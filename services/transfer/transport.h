@@ -99,6 +99,9 @@ struct TransportInfo {
   // The UCX transport names the endpoint's active-message lane uses (e.g. "tcp", "posix",
   // "sysv", "cma", "self"), "tcp" for the TCP transport.
   std::string lane;
+  // Scattered payloads (SendV with several parts) and placed receives cost no extra copy here;
+  // the pipeline sends identity chunks straight from the KV only when this is true.
+  bool vectored_zero_copy = false;
 };
 
 class Connection {

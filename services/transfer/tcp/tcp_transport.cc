@@ -227,6 +227,7 @@ class TcpConnection final : public Connection {
         rx_(pool_->count()) {
     info_.kind = "tcp";
     info_.lane = "tcp";
+    info_.vectored_zero_copy = true;  // sendmsg/readv with an iovec
     info_.detail = std::move(detail);
     for (size_t i = 0; i < fds_.size(); ++i) {
       readers_.emplace_back([this, i] { ReaderLoop(fds_[i].get()); });

@@ -752,6 +752,10 @@ absl::Status UcxConnection::Establish(const std::string& remote_address, ucp_err
   }
   const EpLanes lanes = QueryLanes(ep_);
   info_.lane = lanes.am;
+  {
+    const std::vector<std::string> zc = absl::StrSplit(core_->options().zero_copy_lanes, ',', absl::SkipWhitespace());
+    info_.vectored_zero_copy = !lanes.am.empty() && std::find(zc.begin(), zc.end(), lanes.am) != zc.end();
+  }
   info_.detail = absl::StrCat("ucx ", lanes.description);
   KVS_LOG_INFO("ucx connection {:x} ({}): lanes {}", conn_id_, acceptor_side_ ? "accepted" : "connected",
                lanes.description);
@@ -995,7 +999,7 @@ ucs_status_t UcxConnection::OnFrame(const FrameHeader& h, void* data, size_t len
   held.length = length;
   held.rndv = rndv;
   held.begin_ns = NowNs();
-  if (placer_ && !placer_(h, &held.placement)) held.placement = PayloadPlacement{};
+  if (placer_ && info_.vectored_zero_copy && !placer_(h, &held.placement)) held.placement = PayloadPlacement{};
   std::optional<PooledBuffer> buf;
   if (held_.empty() && CanStart(held, &buf)) {
     StartReceive(held, buf ? std::move(*buf) : PooledBuffer(), from_callback);
