@@ -311,8 +311,11 @@ absl::Status RunCudaCodecsBench(const CudaBenchConfig& cfg, std::ostream& out) {
     }
     KVS_ASSIGN_OR_RETURN(DeviceSet d, Allocate(g, payload, ws));
     const size_t bytes = 2 * static_cast<size_t>(g.elements());
-    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpy(d.k.data(), kv.k.data(), bytes, cudaMemcpyHostToDevice));
-    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpy(d.v.data(), kv.v.data(), bytes, cudaMemcpyHostToDevice));
+    // Stream-ordered: a pageable cudaMemcpy may return before its DMA lands.
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.k.data(), kv.k.data(), bytes,
+                                             cudaMemcpyHostToDevice, stream.get()));
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d.v.data(), kv.v.data(), bytes,
+                                             cudaMemcpyHostToDevice, stream.get()));
     out << absl::StrFormat("\nGPU vs CPU codec on %s %s (synthetic realistic KV, seed 1234):\n",
                            cfg.models[0], g.ToString());
     for (const CudaCodec* c : codecs) {

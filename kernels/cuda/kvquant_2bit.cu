@@ -8,11 +8,12 @@
 //      non-finite sum above every number — the CPU codec's rule; its fp64 sums are exact for any
 //      KV whose channel sums stay below 2^29, so both pick the same channels), the blob's header
 //      and channel lists, per-layer scale/zero over the normal channels.
-//   3. codes: tiles of 64 rows staged in shared memory; each thread packs 4 codes into a byte of
-//      the (byte-unaligned) code stream and copies the outlier values.
+//   3. codes: tiles of 64 rows; lane groups take rows (16-byte loads) and put the codes into shared
+//      memory in stream order, then each thread packs 4 codes into a byte of the (byte-unaligned)
+//      stream; outlier values are copied on the way.
 // Decode: one block per tensor validates the section lengths, counts and channel lists (range,
 // ascending normal list, distinct outliers outside it) and builds a channel map; then tiles of 64
-// rows: the tile's code bytes staged in shared memory, 16-byte stores of the output rows.
+// rows: the tile's code bytes staged in shared memory, lane groups write rows (16-byte stores).
 // Layout: kernels/format/kvquant_2bit.h.
 #include "kernels/cuda/kvquant_2bit.cuh"
 
@@ -181,56 +182,55 @@ __global__ void __launch_bounds__(kThreads) SelectKernel(Shape sh, Stats st, uin
   }
 }
 
+// A tile of kTileRows rows: each group of P lanes takes a row (16-byte loads, 8 channels a lane),
+// puts the normal channels' codes into shared memory in the stream's (row, normal index) order
+// and copies the outlier values out; then each thread packs 4 consecutive codes into a byte of
+// the stream (byte-unaligned in general: the tile starts on a whole byte, r0 being a multiple of
+// 4; the stream's padding slots past rows·n_normal stay zero).
 __global__ void __launch_bounds__(kThreads) CodesKernel(const uint16_t* k, const uint16_t* v,
                                                         Shape sh, Stats st, uint8_t* body,
                                                         const int32_t* map) {
-  __shared__ __align__(16) uint16_t tile[kTileRows * 256];
-  __shared__ int32_t normal_s[256];
-  __shared__ int32_t out_s[kMaxOut];
+  __shared__ uint8_t codes_s[kTileRows * 256];
+  __shared__ int32_t map_s[256];
   const int t = static_cast<int>(blockIdx.x / sh.tiles);
   const int64_t r0 = (blockIdx.x % sh.tiles) * kTileRows;
-  const int64_t nrows = min(static_cast<int64_t>(kTileRows), sh.rows - r0);
-  const uint16_t* x = (t == 0 ? k : v) + r0 * sh.D;
-  for (int64_t i = threadIdx.x; i < nrows * sh.vecs; i += kThreads) {
-    Store16(tile + i * kVec, Load16(x + i * kVec));
-  }
-  for (int d = threadIdx.x; d < sh.D; d += kThreads) {
-    const int32_t m = map[t * sh.D + d];
-    if (m > 0) normal_s[m - 1] = d;
-    if (m < 0) out_s[-m - 1] = d;
-  }
+  const int nrows = static_cast<int>(min(static_cast<int64_t>(kTileRows), sh.rows - r0));
+  for (int d = threadIdx.x; d < sh.D; d += kThreads) map_s[d] = map[t * sh.D + d];
   __syncthreads();
   uint8_t* blob = body + t * sh.blob;
-  uint8_t* codes = blob + sh.at[4];
-  // Whole bytes: elements [r0·n, (r0 + nrows)·n) start on a byte (r0 is a multiple of 4); the
-  // stream's padding slots (past rows·n) are zero.
-  const int64_t e_begin = r0 * sh.n_normal, e_end = (r0 + nrows) * sh.n_normal;
-  const int64_t b_begin = e_begin / 4, b_end = (e_end + 3) / 4;
-  const float* scale = st.scale + t * sh.L;
-  const float* zero = st.zero + t * sh.L;
-  for (int64_t b = b_begin + threadIdx.x; b < b_end; b += kThreads) {
-    int64_t e = 4 * b;
-    int64_t r = e / sh.n_normal;
-    int j = static_cast<int>(e - r * sh.n_normal);
+  uint8_t* outliers = blob + sh.at[3];
+  const int lane = threadIdx.x % sh.P, rg = threadIdx.x / sh.P;
+  if (lane < sh.vecs) {
+    const uint16_t* x = (t == 0 ? k : v) + r0 * sh.D + lane * kVec;
+    for (int r = rg; r < nrows; r += sh.rows_per_step) {
+      const int64_t l = Div64(r0 + r, sh.HS);
+      const float scale = st.scale[t * sh.L + l], zero = st.zero[t * sh.L + l];
+      const uint4 q = Load16(x + r * sh.D);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        const int32_t m = map_s[lane * kVec + i];
+        const uint16_t h = Elem(q, i);
+        if (m > 0) {
+          codes_s[r * sh.n_normal + m - 1] =
+              static_cast<uint8_t>(qm::AsymCode(qm::HalfToFloat(h), zero, scale, kQmax));
+        } else if (m < 0) {
+          uint8_t* dst = outliers + 2 * ((r0 + r) * sh.n_out + (-m - 1));
+          dst[0] = static_cast<uint8_t>(h);
+          dst[1] = static_cast<uint8_t>(h >> 8);
+        }
+      }
+    }
+  }
+  __syncthreads();
+  const int n = nrows * sh.n_normal;  // codes in this tile
+  uint8_t* codes = blob + sh.at[4] + r0 * sh.n_normal / 4;
+  for (int b = threadIdx.x; 4 * b < n; b += kThreads) {
     uint32_t byte = 0;
 #pragma unroll
-    for (int s = 0; s < 4; ++s, ++e) {
-      if (e < e_end) {
-        const int64_t l = r / sh.HS;
-        const float xv = qm::HalfToFloat(tile[(r - r0) * sh.D + normal_s[j]]);
-        byte |= qm::AsymCode(xv, zero[l], scale[l], kQmax) << (6 - 2 * s);
-      }
-      if (++j == sh.n_normal) j = 0, ++r;
+    for (int s = 0; s < 4; ++s) {
+      if (4 * b + s < n) byte |= static_cast<uint32_t>(codes_s[4 * b + s]) << (6 - 2 * s);
     }
     codes[b] = static_cast<uint8_t>(byte);
-  }
-  uint8_t* outliers = blob + sh.at[3];
-  for (int64_t i = threadIdx.x; i < nrows * sh.n_out; i += kThreads) {
-    const int64_t r = i / sh.n_out;
-    const uint16_t h = tile[r * sh.D + out_s[i % sh.n_out]];
-    uint8_t* dst = outliers + 2 * (r0 * sh.n_out + i);
-    dst[0] = static_cast<uint8_t>(h);
-    dst[1] = static_cast<uint8_t>(h >> 8);
   }
 }
 
@@ -274,44 +274,45 @@ __global__ void ValidateKernel(const uint8_t* body, Shape sh, int32_t* map, uint
   if (err) atomicOr(status, err);
 }
 
+// A tile of kTileRows rows: its code bytes staged in shared memory, then each group of P lanes
+// writes a row, 8 channels a lane, from the channel map (a normal code, an outlier value, or 0
+// for a channel a malformed payload left unassigned).
 __global__ void __launch_bounds__(kThreads) DecodeKernel(const uint8_t* body, Shape sh,
                                                          const int32_t* map, uint16_t* k,
                                                          uint16_t* v) {
-  __shared__ uint8_t codes_s[kTileRows * 256 / 4 + 4];
+  __shared__ uint8_t codes_s[kTileRows * 256 / 4];
   __shared__ int32_t map_s[256];
   const int t = static_cast<int>(blockIdx.x / sh.tiles);
   const int64_t r0 = (blockIdx.x % sh.tiles) * kTileRows;
-  const int64_t nrows = min(static_cast<int64_t>(kTileRows), sh.rows - r0);
+  const int nrows = static_cast<int>(min(static_cast<int64_t>(kTileRows), sh.rows - r0));
   const uint8_t* blob = body + t * sh.blob;
-  const int64_t b_begin = r0 * sh.n_normal / 4, b_end = ((r0 + nrows) * sh.n_normal + 3) / 4;
-  for (int64_t b = b_begin + threadIdx.x; b < b_end; b += kThreads) {
-    codes_s[b - b_begin] = blob[sh.at[4] + b];
-  }
+  const uint8_t* codes = blob + sh.at[4] + r0 * sh.n_normal / 4;
+  for (int b = threadIdx.x; 4 * b < nrows * sh.n_normal; b += kThreads) codes_s[b] = codes[b];
   for (int d = threadIdx.x; d < sh.D; d += kThreads) map_s[d] = map[t * sh.D + d];
   __syncthreads();
-  uint16_t* y = (t == 0 ? k : v) + r0 * sh.D;
+  const int lane = threadIdx.x % sh.P, rg = threadIdx.x / sh.P;
+  if (lane >= sh.vecs) return;
+  uint16_t* y = (t == 0 ? k : v) + r0 * sh.D + lane * kVec;
   const uint8_t* outliers = blob + sh.at[3];
-  for (int64_t i = threadIdx.x; i < nrows * sh.vecs; i += kThreads) {
-    const int64_t r = i / sh.vecs;
-    const int d0 = static_cast<int>(i % sh.vecs) * kVec;
-    const int64_t l = (r0 + r) / sh.HS;
+  for (int r = rg; r < nrows; r += sh.rows_per_step) {
+    const int64_t l = Div64(r0 + r, sh.HS);
     const float scale = LoadF32(blob + sh.at[5] + 4 * l), zero = LoadF32(blob + sh.at[6] + 4 * l);
     uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (int s = 0; s < kVec; ++s) {
-      const int32_t m = map_s[d0 + s];
+    for (int i = 0; i < kVec; ++i) {
+      const int32_t m = map_s[lane * kVec + i];
       uint32_t h = 0;
       if (m > 0) {
-        const int64_t e = r * sh.n_normal + (m - 1);  // relative to the tile's first element
+        const int e = r * sh.n_normal + (m - 1);  // within the tile
         const uint32_t q = (codes_s[e / 4] >> (6 - 2 * (e % 4))) & 3u;
         h = qm::FloatToHalf(qm::Dequant(static_cast<float>(q), scale, zero));
       } else if (m < 0) {
         const uint8_t* src = outliers + 2 * ((r0 + r) * sh.n_out + (-m - 1));
         h = src[0] | static_cast<uint32_t>(src[1]) << 8;
       }
-      w[s / 2] |= h << (16 * (s % 2));
+      w[i / 2] |= h << (16 * (i % 2));
     }
-    Store16(y + r * sh.D + d0, make_uint4(w[0], w[1], w[2], w[3]));
+    Store16(y + r * sh.D, make_uint4(w[0], w[1], w[2], w[3]));
   }
 }
 

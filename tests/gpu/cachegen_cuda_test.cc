@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaCachegen : public ::testing::TestWithParam<Case> {};
+class CudaCachegenParity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaCachegen, MatchesCpuCodec) {
+TEST_P(CudaCachegenParity, MatchesCpuCodec) {
   ExpectParity("cachegen", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaCachegen, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaCachegenParity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaCachegenDecode, RejectsACorruptHeader) {

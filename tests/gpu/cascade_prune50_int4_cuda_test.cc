@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaCascadePrune50Int4 : public ::testing::TestWithParam<Case> {};
+class CudaCascadePrune50Int4Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaCascadePrune50Int4, MatchesCpuCodec) {
+TEST_P(CudaCascadePrune50Int4Parity, MatchesCpuCodec) {
   ExpectParity("cascade_prune50_int4", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaCascadePrune50Int4, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaCascadePrune50Int4Parity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaCascadePrune50Int4Decode, RejectsACorruptHeader) {

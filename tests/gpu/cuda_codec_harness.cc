@@ -82,6 +82,8 @@ std::string CaseName(const Case& c) {
                       InputName(c.input), "_seed", c.seed);
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << CaseName(c); }
+
 const cuda::CudaCodec& CudaCodecOrDie(absl::string_view name) {
   const cuda::CudaCodec* c = cuda::FindCudaCodec(name);
   if (c == nullptr) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ struct Case {
   uint64_t seed;
 };
 std::string CaseName(const Case& c);
+void PrintTo(const Case& c, std::ostream* os);  // gtest's parameter printer
 // Shapes and inputs every CUDA codec is checked on (codec tests add their own).
 const std::vector<Case>& DefaultCases();
 

@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaKivi2Bit : public ::testing::TestWithParam<Case> {};
+class CudaKivi2BitParity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaKivi2Bit, MatchesCpuCodec) {
+TEST_P(CudaKivi2BitParity, MatchesCpuCodec) {
   ExpectParity("kivi_2bit", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaKivi2Bit, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaKivi2BitParity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaKivi2BitDecode, RejectsACorruptHeader) {

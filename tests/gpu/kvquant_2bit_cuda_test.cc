@@ -8,12 +8,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaKvquant2Bit : public ::testing::TestWithParam<Case> {};
+class CudaKvquant2BitParity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaKvquant2Bit, MatchesCpuCodec) {
+TEST_P(CudaKvquant2BitParity, MatchesCpuCodec) {
   ExpectParity("kvquant_2bit", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaKvquant2Bit, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaKvquant2BitParity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaKvquant2BitDecode, RejectsACorruptHeader) {

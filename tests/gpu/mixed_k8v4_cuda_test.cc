@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaMixedK8V4 : public ::testing::TestWithParam<Case> {};
+class CudaMixedK8V4Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaMixedK8V4, MatchesCpuCodec) {
+TEST_P(CudaMixedK8V4Parity, MatchesCpuCodec) {
   ExpectParity("mixed_k8v4", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaMixedK8V4, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaMixedK8V4Parity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaMixedK8V4Decode, RejectsACorruptHeader) {

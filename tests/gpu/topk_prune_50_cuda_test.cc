@@ -8,12 +8,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaTopkPrune50 : public ::testing::TestWithParam<Case> {};
+class CudaTopkPrune50Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaTopkPrune50, MatchesCpuCodec) {
+TEST_P(CudaTopkPrune50Parity, MatchesCpuCodec) {
   ExpectParity("topk_prune_50", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaTopkPrune50, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaTopkPrune50Parity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaTopkPrune50Decode, RejectsACorruptHeader) {

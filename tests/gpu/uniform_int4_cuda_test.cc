@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaUniformInt4 : public ::testing::TestWithParam<Case> {};
+class CudaUniformInt4Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaUniformInt4, MatchesCpuCodec) {
+TEST_P(CudaUniformInt4Parity, MatchesCpuCodec) {
   ExpectParity("uniform_int4", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaUniformInt4, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaUniformInt4Parity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaUniformInt4Decode, RejectsACorruptHeader) {

@@ -7,12 +7,12 @@
 namespace kvs::gpu_test {
 namespace {
 
-class CudaUniformInt8 : public ::testing::TestWithParam<Case> {};
+class CudaUniformInt8Parity : public ::testing::TestWithParam<Case> {};
 
-TEST_P(CudaUniformInt8, MatchesCpuCodec) {
+TEST_P(CudaUniformInt8Parity, MatchesCpuCodec) {
   ExpectParity("uniform_int8", {}, MakeInput(GetParam().g, GetParam().input, GetParam().seed));
 }
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaUniformInt8, ::testing::ValuesIn(DefaultCases()),
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaUniformInt8Parity, ::testing::ValuesIn(DefaultCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
 TEST(CudaUniformInt8Decode, RejectsACorruptHeader) {
