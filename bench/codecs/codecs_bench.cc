@@ -19,6 +19,9 @@
 #include "common/synth/synthetic_kv.h"
 #include "kernels/codec.h"
 #include "kernels/fidelity.h"
+#if KVS_BENCH_HAS_CUDA
+#include "bench/cuda/cuda_codecs_bench.h"
+#endif
 
 namespace kvs::bench {
 namespace {
@@ -38,6 +41,7 @@ struct Config {
   std::string device = "cpu";
   bool fp8_compat = false;
   bool zero_fill = false;
+  bool sweep = false;  // --device cuda: the Llama-3.1-8B/70B x 1K..32K grid
 };
 
 struct Row {
@@ -92,9 +96,28 @@ absl::StatusOr<OwnedKv> LoadInput(const Config& c, std::string* source) {
 double Gbps(int64_t bytes, double seconds) { return bytes / seconds / 1e9; }
 
 absl::Status Run(const Config& c) {
+  if (c.device == "cuda") {
+#if KVS_BENCH_HAS_CUDA
+    if (!c.keys.empty() || !c.values.empty()) {
+      return absl::InvalidArgumentError("--device cuda takes synthetic KV only (no --keys/--values)");
+    }
+    CudaBenchConfig cc;
+    if (!c.sweep) {
+      cc.models = {c.model};
+      cc.tokens = {c.tokens};
+    }
+    if (c.codecs != "all") cc.codecs = absl::StrSplit(c.codecs, ',', absl::SkipEmpty());
+    cc.repeats = c.repeats;
+    cc.fp8_compat = c.fp8_compat;
+    cc.zero_fill = c.zero_fill;
+    cc.json = c.json;
+    return RunCudaCodecsBench(cc, std::cout);
+#else
+    return absl::UnimplementedError("--device cuda: this build has no CUDA (KVS_WITH_CUDA=OFF)");
+#endif
+  }
   if (c.device != "cpu") {
-    return absl::UnimplementedError(
-        "--device " + c.device + ": this build measures CPU codecs only");
+    return absl::InvalidArgumentError("--device must be cpu or cuda, got " + c.device);
   }
   std::string source;
   KVS_ASSIGN_OR_RETURN(OwnedKv kv, LoadInput(c, &source));
@@ -262,7 +285,9 @@ int RunCodecsBench(int argc, char** argv) {
   p.AddInt("repeats", &c.repeats, "timed runs per measurement (median reported)");
   p.AddDouble("max-seconds", &c.max_seconds, "stop repeating a measurement after this long");
   p.AddString("json", &c.json, "write results JSON to this file ('-' for stdout)");
-  p.AddString("device", &c.device, "cpu (cuda builds: cuda)");
+  p.AddString("device", &c.device, "cpu, or cuda (CUDA builds: CUDA codecs vs a device copy)");
+  p.AddBool("sweep", &c.sweep,
+            "with --device cuda: Llama-3.1-8B and -70B at 1K, 4K, 16K and 32K tokens");
   p.AddBool("fp8-compat", &c.fp8_compat, "fp8_e4m3 in the KVShuttle reference's offset-uint8 mode");
   p.AddBool("zero-fill", &c.zero_fill, "pruning codecs zero-fill instead of masking");
   absl::Status s = p.Parse(argc, argv);
