@@ -16,10 +16,11 @@ constexpr CodecInfo kInfo{CodecId::kUniformInt4, "uniform_int4", "quantization",
                           "grouped (128) asymmetric INT4, K and V separately", /*lossy=*/true,
                           /*exact_size=*/true, /*prunes=*/false};
 
+static_assert(format::kInt4Group == static_cast<uint64_t>(int4g::kGroup));
+
 // Section offsets of the body for n elements per tensor.
 struct Sections {
-  explicit Sections(int64_t n)
-      : packed(int4g::PackedBytes(n)), groups(int4g::Groups(n)) {}
+  explicit Sections(int64_t n) : packed(int4g::PackedBytes(n)), groups(int4g::Groups(n)) {}
   int64_t packed, groups;
   int64_t k_packed() const { return 0; }
   int64_t v_packed() const { return packed; }
