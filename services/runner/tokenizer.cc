@@ -200,7 +200,7 @@ absl::Status Tokenizer::InitCommon(const GgufFile& gguf, bool default_add_bos) {
   if (eos_ >= 0) stop_tokens_.push_back(eos_);
   // A generated BOS starts a new document (llama2.c stops there too).
   if (bos_ >= 0 && bos_ != eos_) stop_tokens_.push_back(bos_);
-  for (const char* marker : {"<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"}) {
+  for (const char* marker : {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"}) {
     for (int32_t i = 0; i < vocab_size(); ++i) {
       if (tokens_[i] == marker && IsControl(i) && i != eos_) stop_tokens_.push_back(i);
     }

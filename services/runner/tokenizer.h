@@ -66,7 +66,7 @@ class Tokenizer {
   const std::string& token_text(int32_t id) const { return tokens_[id]; }
   bool IsControl(int32_t id) const;
   // Tokens that end generation: EOS, BOS (a new document; llama2.c stops there) and, where the
-  // vocabulary has them as control tokens, end-of-turn markers such as "<|im_end|>".
+  // vocabulary has them as control tokens, end markers such as "<|im_end|>" and "<|endoftext|>".
   const std::vector<int32_t>& stop_tokens() const { return stop_tokens_; }
 
  protected:
