@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   dp.advertise_host = o.data_advertise_host;
   dp.ucx_tls = o.ucx_tls;
   dp.ucx_net_devices = o.ucx_net_devices;
+  dp.tcp_user_timeout_ms = static_cast<int>(o.tcp_user_timeout_ms);
   dp.require_lane = o.require_lane;
   std::unique_ptr<kvs::transfer::Transport> tcp, ucx;
   for (const std::string& t : o.transports) {

@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   dp.tcp_streams = static_cast<int>(o.tcp_streams);
   dp.ucx_tls = o.ucx_tls;
   dp.ucx_net_devices = o.ucx_net_devices;
+  dp.tcp_user_timeout_ms = static_cast<int>(o.tcp_user_timeout_ms);
   dp.require_lane = o.require_lane;
   absl::StatusOr<std::unique_ptr<kvs::transfer::Transport>> transport =
       o.transport == "tcp" ? kvs::control::CreateTcpDataPlane(dp) : kvs::control::CreateUcxDataPlane(dp);

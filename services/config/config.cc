@@ -441,8 +441,7 @@ absl::StatusOr<CommandLine> Load(ConfigTable& table, int argc, const char* const
         return absl::InvalidArgumentError(absl::StrCat("--", a, " needs a value"));
       }
     }
-    std::string flag = absl::StrCat("--", key);
-    KVS_RETURN_IF_ERROR(table.Set(key, value, flag, /*from_command_line=*/true));
+    KVS_RETURN_IF_ERROR(table.Set(key, value, "command line", /*from_command_line=*/true));
   }
   return cl;
 }

@@ -18,6 +18,7 @@ struct DataPlaneOptions {
   std::string advertise_host;           // host peers dial (empty = bind_host)
   int tcp_streams = 1;                  // parallel TCP connections per transfer (connecting side)
   int tcp_socket_buffer_bytes = 0;      // 0 = kernel auto-tuning
+  int tcp_user_timeout_ms = 5000;       // TCP_USER_TIMEOUT: a silent peer fails the transfer after this
   std::string ucx_tls;                  // UCX_TLS-style list; empty = UCX's choice
   std::string ucx_net_devices;          // UCX_NET_DEVICES-style list; empty = all
   // Lanes every transfer must use ("tcp", "posix,sysv,cma", "self"); empty = any (still reported).

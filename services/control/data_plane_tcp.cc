@@ -11,6 +11,7 @@ absl::StatusOr<std::unique_ptr<transfer::Transport>> CreateTcpDataPlane(const Da
   t.bind_host = o.bind_host;
   t.advertise_host = o.advertise_host;
   t.socket_buffer_bytes = o.tcp_socket_buffer_bytes;
+  t.user_timeout_ms = o.tcp_user_timeout_ms;
   return transfer::CreateTcpTransport(t);
 }
 

@@ -16,6 +16,8 @@ void BindDecodeOptions(config::ConfigTable& t, DecodeOptions* o) {
   t.String("data_advertise_host", &o->data_advertise_host,
            "host prefill dials for the data plane (empty = data_host)");
   t.String("ucx_tls", &o->ucx_tls, "UCX transports (UCX_TLS syntax); empty = UCX's choice");
+  t.Int("tcp_user_timeout_ms", &o->tcp_user_timeout_ms,
+        "TCP data plane: a peer silent this long fails the transfer (TCP_USER_TIMEOUT)", 100, 3600000);
   t.String("ucx_net_devices", &o->ucx_net_devices, "UCX network devices (UCX_NET_DEVICES syntax); empty = all");
   t.String("require_lane", &o->require_lane,
            "refuse transfers over any other lane (tcp, posix, sysv, cma, self); empty = any");

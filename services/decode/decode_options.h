@@ -25,6 +25,8 @@ struct DecodeOptions {
   std::string data_advertise_host;
   // UCX transports (UCX_TLS syntax, e.g. "tcp" or "shm,self"); empty = UCX's default choice.
   std::string ucx_tls;
+  // TCP data plane: unacknowledged data older than this fails the transfer (a silent peer).
+  int64_t tcp_user_timeout_ms = 5000;
   // UCX network devices (UCX_NET_DEVICES syntax, e.g. "eth0" or "mlx5_0:1"); empty = all.
   std::string ucx_net_devices;
   // Refuse to run a transfer over any other lane ("tcp", "posix", ...); empty = accept any.

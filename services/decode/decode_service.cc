@@ -227,6 +227,10 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   const transfer::Session& session = *s->session;
   transfer::ConnectionOptions copts;
   copts.validator = [this](const transfer::FrameHeader& h) { return gate_.Check(h); };
+  // identity chunks go straight into the session's KV buffer (no receive-buffer copy).
+  copts.placer = [this](const transfer::FrameHeader& h, transfer::PayloadPlacement* out) {
+    return gate_.Place(h, out);
+  };
   copts.recv_buffer_bytes = static_cast<size_t>(
       std::max(session.max_payload_bytes(), session.max_control_payload_bytes()));
   copts.recv_buffers = static_cast<int>(options_.pipelined

@@ -12,6 +12,8 @@ void BindPrefillOptions(config::ConfigTable& t, PrefillOptions* o) {
   t.Int("tcp_streams", &o->tcp_streams, "parallel TCP connections per transfer", 1, 64);
   t.String("data_host", &o->data_host, "local address of the data plane");
   t.String("ucx_tls", &o->ucx_tls, "UCX transports (UCX_TLS syntax); empty = UCX's choice");
+  t.Int("tcp_user_timeout_ms", &o->tcp_user_timeout_ms,
+        "TCP data plane: a peer silent this long fails the transfer (TCP_USER_TIMEOUT)", 100, 3600000);
   t.String("ucx_net_devices", &o->ucx_net_devices, "UCX network devices (UCX_NET_DEVICES syntax); empty = all");
   t.String("require_lane", &o->require_lane,
            "refuse transfers over any other lane (tcp, posix, sysv, cma, self); empty = any");

@@ -27,6 +27,8 @@ struct PrefillOptions {
   std::string data_host = "127.0.0.1";
   // UCX transports (UCX_TLS syntax); empty = UCX's choice.
   std::string ucx_tls;
+  // TCP data plane: unacknowledged data older than this fails the transfer (a silent peer).
+  int64_t tcp_user_timeout_ms = 5000;
   // UCX network devices (UCX_NET_DEVICES syntax, e.g. "eth0" or "mlx5_0:1"); empty = all.
   std::string ucx_net_devices;
   // Refuse to transfer over any other lane (tcp, posix, sysv, cma, self); empty = any.

@@ -343,13 +343,18 @@ class NetnsPair : public ::testing::Test {
   void SetUp() override {
     ns_ = absl::StrCat("kvsd", getpid() % 100000);
     veth_ = absl::StrCat("kv", getpid() % 100000);
+    // A /24 of our own per process, so that concurrent runs (other build dirs) do not collide.
+    const int pid = static_cast<int>(getpid());
+    const std::string net = absl::StrCat("10.", 100 + pid % 100, ".", (pid / 100) % 250, ".");
+    host_a_ = net + "1";
+    host_b_ = net + "2";
     auto sh = [](const std::string& cmd) { return RunProcess({"/bin/sh", "-c", cmd}); };
     ProcessResult r = sh(absl::StrCat("ip netns add ", ns_));
     if (r.exit_code != 0) GTEST_SKIP() << "no network namespaces here (needs root): " << r.err;
     created_ = true;
     r = sh(absl::StrCat("ip link add ", veth_, "a type veth peer name ", veth_, "b && ip link set ", veth_,
-                        "b netns ", ns_, " && ip addr add 10.231.7.1/24 dev ", veth_, "a && ip link set ", veth_,
-                        "a up && ip netns exec ", ns_, " ip addr add 10.231.7.2/24 dev ", veth_, "b && ip netns exec ",
+                        "b netns ", ns_, " && ip addr add ", host_a_, "/24 dev ", veth_, "a && ip link set ", veth_,
+                        "a up && ip netns exec ", ns_, " ip addr add ", host_b_, "/24 dev ", veth_, "b && ip netns exec ",
                         ns_, " ip link set ", veth_, "b up && ip netns exec ", ns_, " ip link set lo up"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
@@ -360,27 +365,27 @@ class NetnsPair : public ::testing::Test {
   }
   std::vector<std::string> InNamespace() const { return {"/usr/sbin/ip", "netns", "exec", ns_}; }
 
-  std::string ns_, veth_;
+  std::string ns_, veth_, host_a_, host_b_;
   bool created_ = false;
 };
 
 TEST_F(NetnsPair, TcpAcrossNamespacesEqualsKvsGenerate) {
-  KVS_ASSERT_OK_AND_ASSIGN(Pair pair, Pair::Start("netns-tcp", {"--data-host", "10.231.7.2"},
-                                                  {"--data-host", "10.231.7.1"}, InNamespace(), "10.231.7.2:0"));
+  KVS_ASSERT_OK_AND_ASSIGN(Pair pair, Pair::Start("netns-tcp", {"--data-host", host_b_}, {"--data-host", host_a_},
+                                                  InNamespace(), host_b_ + ":0"));
   const std::string want = KvsGenerate(kPrompt, 32);
   Output o = Generate(*pair.client, Params(kPrompt, 32));
   KVS_ASSERT_OK(o.stats.status()) << pair.Logs();
   EXPECT_EQ(o.text, want);
-  EXPECT_THAT(o.stats->transport, HasSubstr("10.231.7.2"));
+  EXPECT_THAT(o.stats->transport, HasSubstr(host_b_));
   Output q = Generate(*pair.client, Params(kPrompt, 32, "uniform_int8"));
   KVS_ASSERT_OK(q.stats.status());
 }
 
 TEST_F(NetnsPair, UcxOverTcpAcrossNamespacesEqualsKvsGenerate) {
   absl::StatusOr<Pair> pair =
-      Pair::Start("netns-ucx", {"--transports", "ucx", "--data-host", "10.231.7.2", "--ucx-tls", "tcp", "--require-lane", "tcp"},
-                  {"--transport", "ucx", "--data-host", "10.231.7.1", "--ucx-tls", "tcp", "--require-lane", "tcp"},
-                  InNamespace(), "10.231.7.2:0");
+      Pair::Start("netns-ucx", {"--transports", "ucx", "--data-host", host_b_, "--ucx-tls", "tcp", "--require-lane", "tcp"},
+                  {"--transport", "ucx", "--data-host", host_a_, "--ucx-tls", "tcp", "--require-lane", "tcp"},
+                  InNamespace(), host_b_ + ":0");
   if (!pair.ok() && absl::StrContains(pair.status().message(), "no UCX transport")) {
     GTEST_SKIP() << "this build has no UCX transport";
   }
