@@ -64,6 +64,7 @@ KVS_AVX2 inline __m256i E4m3Codes8(__m256 v) {
 // Code kernels (kernels/cpu/int8_layer.h): E4M3 of x / scale.
 struct E4m3Kernel {
   static constexpr bool kTable = true;  // measured: ~0.38x -> ~0.54x memcpy with the table
+  // (sign-symmetric: E4m3FromFloat ORs the sign into the magnitude's code)
   explicit E4m3Kernel(float scale) : scale(scale) {}
   float scale;
   uint8_t Code(uint16_t h) const { return format::E4m3FromFloat(HalfToFloat(h) / scale); }

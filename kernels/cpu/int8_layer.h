@@ -115,7 +115,8 @@ inline uint16_t AbsMaxBits(const uint16_t* x, int64_t n, ThreadPool* pool) {
 // A code kernel K maps one fp16 pattern to its 8-bit code under a fixed layer scale:
 //   uint8_t Code(uint16_t h) const;                       scalar (the reference)
 //   KVS_AVX2 __m256i Codes32(const uint16_t* x) const;    32 codes in order, bit-identical to Code
-//   static constexpr bool kTable;                         worth replacing by a table on big layers
+//   static constexpr bool kTable;   worth replacing by a table on big layers; such a kernel must be
+//                                   sign-symmetric: Code(h | 0x8000) == Code(h) | 0x80 (non-NaN h)
 
 // Codes x[0, n) into q and returns max(bits & 0x7FFF) over next[0, n) (0 when next is null): the
 // max pass of the following layer rides along with the code pass of this one, so the memory reads
@@ -154,7 +155,8 @@ uint16_t CodeBlockScalar(const K& k, const uint16_t* x, int64_t n, uint8_t* q,
 }
 
 // The table kernel: T[h] for every fp16 pattern h with |h| <= the layer's max (4-byte gathers:
-// the table has 3 readable bytes past its last entry).
+// the table has 3 readable bytes past its last entry). Negative patterns are filled from the
+// positive ones by sign symmetry.
 struct TableKernel {
   const uint8_t* table;
   uint8_t Code(uint16_t h) const { return table[h]; }
@@ -199,21 +201,22 @@ void EncodeTensor(const KvTensorView& t, uint8_t* q, uint8_t* scales, CodecPath 
     const float scale = scale_of(HalfToFloat(top));
     StoreF32(scales + 4 * l, scale);
     const Kernel k(scale);
-    // Tabulate when the layer has several elements per table entry (building an entry costs
-    // about as much as coding an element directly).
+    // Tabulate when the layer has several elements per table entry (an entry costs about as
+    // much as coding an element directly) and no inf/NaN (where sign symmetry may not hold).
     const int64_t per_sign = int64_t{top} + 1;
     const bool table = Kernel::kTable && avx2 && workspace.size() >= kTableBytes &&
-                       le >= 8 * per_sign;
+                       top < 0x7C00 && le >= 4 * per_sign;
     if (table) {
       constexpr int64_t kChunk = 256;
-      const int64_t chunks = (per_sign + kChunk - 1) / kChunk;
-      ParallelFor(pool, 2 * chunks, [&](int64_t c0, int64_t c1) {
+      uint8_t* tab = workspace.data();
+      ParallelFor(pool, (per_sign + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
         alignas(32) uint16_t pattern[kChunk];
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t first = (c % chunks) * kChunk, len = std::min(kChunk, per_sign - first);
-          const int sign = c < chunks ? 0 : 0x8000;
-          for (int64_t j = 0; j < len; ++j) pattern[j] = static_cast<uint16_t>(sign | (first + j));
-          code_block(k, pattern, len, workspace.data() + (sign | first), nullptr);
+        const int64_t end = std::min(c1 * kChunk, per_sign);
+        for (int64_t first = c0 * kChunk; first < end; first += kChunk) {
+          const int64_t len = std::min(kChunk, end - first);
+          for (int64_t j = 0; j < len; ++j) pattern[j] = static_cast<uint16_t>(first + j);
+          code_block(k, pattern, len, tab + first, nullptr);
+          for (int64_t j = 0; j < len; ++j) tab[0x8000 + first + j] = tab[first + j] | 0x80;
         }
       }, 16);
     }
