@@ -60,12 +60,11 @@ int main(int argc, char** argv) {
   }
   if (absl::Status s = kvs::loadgen::ValidateLoadgenOptions(o); !s.ok()) return Fail(s, 2);
   kvs::ConfigureLogging(o.log_level);
-  absl::StatusOr<std::vector<std::string>> prompts = kvs::loadgen::LoadPrompts(o);
-  if (!prompts.ok()) return Fail(prompts.status(), 1);
-
   kvs::control::GrpcPrefillClient client(kvs::control::MakeChannel(o.target), o.target);
   absl::StatusOr<kvs::control::ServerInfo> info = client.Info(absl::Now() + absl::Seconds(10));
   if (!info.ok()) return Fail(info.status(), 1);
+  absl::StatusOr<std::vector<kvs::loadgen::Prompt>> prompts = kvs::loadgen::LoadPrompts(o, info->vocab_size);
+  if (!prompts.ok()) return Fail(prompts.status(), 1);
   std::cerr << absl::StrFormat("kvs-loadgen: %s serves %s (%d layers, %d KV heads, head_dim %d), %s; %d prompts\n",
                                o.target, info->model_name, info->layers, info->kv_heads, info->head_dim,
                                info->version, prompts->size());
@@ -91,7 +90,7 @@ int main(int argc, char** argv) {
   if (!report.ok()) return Fail(report.status(), 1);
 
   if (o.show_sample && !report->codecs.empty()) {
-    std::cout << "prompt: " << (*prompts)[0] << "\n";
+    std::cout << "prompt: " << (*prompts)[0].Describe() << "\n";
     for (const kvs::loadgen::CodecSummary& s : report->codecs) {
       for (const kvs::loadgen::RequestResult& r : s.results) {
         if (r.prompt_index == 0 && r.status.ok()) {

@@ -30,6 +30,8 @@ void BindLoadgenOptions(config::ConfigTable& t, LoadgenOptions* o) {
   t.String("prompts_file", &o->prompts_file, "text file whose paragraphs become prompts");
   t.String("prompt_text", &o->prompt_text, "one prompt for every request (instead of prompts_file)");
   t.Int("prompt_words", &o->prompt_words, "words per prompt taken from each paragraph", 1, 100000);
+  t.Int("prompt_tokens", &o->prompt_tokens,
+        "fixed-length prompts of this many pseudo-random token ids (0 = text prompts)", 0, 1 << 24);
   t.Int("num_prompts", &o->num_prompts, "distinct prompts cycled through", 1, 1000000);
   t.Int("requests", &o->requests, "requests per codec (ignored when duration_s > 0)", 1, 100000000);
   t.Double("duration_s", &o->duration_s, "run each codec this long instead of a request count", 0, 1e6);
@@ -51,17 +53,34 @@ void BindLoadgenOptions(config::ConfigTable& t, LoadgenOptions* o) {
 
 absl::Status ValidateLoadgenOptions(const LoadgenOptions& o) {
   if (o.codecs.empty()) return absl::InvalidArgumentError("codecs: give at least one codec");
-  if (o.prompts_file.empty() && o.prompt_text.empty()) {
-    return absl::InvalidArgumentError("give prompts_file or prompt_text");
+  if (o.prompts_file.empty() && o.prompt_text.empty() && o.prompt_tokens == 0) {
+    return absl::InvalidArgumentError("give prompts_file, prompt_text or prompt_tokens");
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> LoadPrompts(const LoadgenOptions& o) {
-  if (!o.prompt_text.empty()) return std::vector<std::string>{o.prompt_text};
+std::string Prompt::Describe() const {
+  if (!ids.empty()) return absl::StrCat("(", ids.size(), " pseudo-random token ids)");
+  return text;
+}
+
+absl::StatusOr<std::vector<Prompt>> LoadPrompts(const LoadgenOptions& o, int64_t vocab_size) {
+  std::vector<Prompt> prompts;
+  if (o.prompt_tokens > 0) {
+    if (vocab_size < 4) return absl::InvalidArgumentError("prompt_tokens needs the target's vocabulary size");
+    std::mt19937_64 rng(static_cast<uint64_t>(o.seed) + 0x5eed);
+    // Ids 0..2 are BOS/EOS/UNK in most vocabularies: start above them.
+    std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>(vocab_size - 1));
+    for (int64_t i = 0; i < o.num_prompts; ++i) {
+      Prompt p;
+      for (int64_t t = 0; t < o.prompt_tokens; ++t) p.ids.push_back(id(rng));
+      prompts.push_back(std::move(p));
+    }
+    return prompts;
+  }
+  if (!o.prompt_text.empty()) return std::vector<Prompt>{Prompt{o.prompt_text, {}}};
   std::ifstream in(o.prompts_file, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open prompts file ", o.prompts_file));
-  std::vector<std::string> prompts;
   std::string line;
   while (std::getline(in, line) && static_cast<int64_t>(prompts.size()) < o.num_prompts) {
     absl::string_view l = absl::StripAsciiWhitespace(line);
@@ -69,7 +88,7 @@ absl::StatusOr<std::vector<std::string>> LoadPrompts(const LoadgenOptions& o) {
     std::vector<absl::string_view> words = absl::StrSplit(l, ' ', absl::SkipEmpty());
     if (static_cast<int64_t>(words.size()) < std::min<int64_t>(8, o.prompt_words)) continue;
     if (static_cast<int64_t>(words.size()) > o.prompt_words) words.resize(static_cast<size_t>(o.prompt_words));
-    prompts.push_back(absl::StrJoin(words, " "));
+    prompts.push_back(Prompt{absl::StrJoin(words, " "), {}});
   }
   if (prompts.empty()) return absl::InvalidArgumentError(absl::StrCat("no prompts in ", o.prompts_file));
   return prompts;
@@ -105,18 +124,20 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-RequestResult RunOne(const LoadgenOptions& o, const std::string& codec, const std::vector<std::string>& prompts,
+RequestResult RunOne(const LoadgenOptions& o, const std::string& codec, const std::vector<Prompt>& prompts,
                      int64_t index, control::PrefillApi& client, Clock::time_point issued) {
   RequestResult r;
   r.prompt_index = index % static_cast<int64_t>(prompts.size());
   control::GenerateParams p;
   p.request_id = absl::StrCat("loadgen-", codec, "-", index);
-  p.prompt = prompts[static_cast<size_t>(r.prompt_index)];
+  const Prompt& prompt = prompts[static_cast<size_t>(r.prompt_index)];
+  p.prompt = prompt.text;
+  p.prompt_token_ids = prompt.ids;
   p.max_new_tokens = static_cast<int32_t>(o.max_new_tokens);
   p.sampling.temperature = static_cast<float>(o.temperature);
   p.sampling.seed = static_cast<uint64_t>(o.seed);
   p.codec = codec;
-  p.chat = o.chat;
+  p.chat = o.chat && prompt.ids.empty();
   control::TokenSink sink = [&r](const control::TokenPiece& t) {
     r.tokens.push_back(t.token_id);
     r.text += t.text;
@@ -135,7 +156,7 @@ RequestResult RunOne(const LoadgenOptions& o, const std::string& codec, const st
 
 // Runs one codec's requests; results in completion order.
 std::vector<RequestResult> RunCodec(const LoadgenOptions& o, const std::string& codec,
-                                    const std::vector<std::string>& prompts, control::PrefillApi& client,
+                                    const std::vector<Prompt>& prompts, control::PrefillApi& client,
                                     const ProgressFn& progress, double* wall_s) {
   std::mutex mu;
   std::vector<RequestResult> results;
@@ -219,7 +240,7 @@ CodecSummary Summarize(const std::string& codec, std::vector<RequestResult> resu
   s.codec = codec;
   s.wall_s = wall_s;
   std::vector<double> ttft, handoff, tpot, latency;
-  double raw = 0, wire = 0, tokens = 0;
+  double raw = 0, wire = 0, tokens = 0, prefill = 0, encode = 0, wire_ms = 0, decompress = 0, predicted = 0;
   int64_t ok = 0;
   for (const RequestResult& r : results) {
     ++s.requests;
@@ -240,6 +261,11 @@ CodecSummary Summarize(const std::string& codec, std::vector<RequestResult> resu
     raw += static_cast<double>(r.stats.raw_bytes);
     wire += static_cast<double>(r.stats.wire_bytes);
     tokens += static_cast<double>(r.stats.generated_tokens);
+    prefill += r.stats.prefill_ms;
+    encode += r.stats.encode_ms;
+    wire_ms += r.stats.wire_ms;
+    decompress += r.stats.decompress_ms;
+    predicted += r.stats.predicted_handoff_ms;
     if (s.transport.empty()) s.transport = r.stats.transport;
   }
   s.ttft_ms = ComputePercentiles(ttft);
@@ -250,6 +276,12 @@ CodecSummary Summarize(const std::string& codec, std::vector<RequestResult> resu
     s.raw_bytes_mean = raw / static_cast<double>(ok);
     s.wire_bytes_mean = wire / static_cast<double>(ok);
     s.ratio = wire > 0 ? raw / wire : 0;
+    const double n = static_cast<double>(ok);
+    s.prefill_ms_mean = prefill / n;
+    s.encode_ms_mean = encode / n;
+    s.wire_ms_mean = wire_ms / n;
+    s.decompress_ms_mean = decompress / n;
+    s.predicted_handoff_ms_mean = predicted / n;
   }
   s.throughput_rps = wall_s > 0 ? static_cast<double>(ok) / wall_s : 0;
   s.tokens_per_s = wall_s > 0 ? tokens / wall_s : 0;
@@ -261,7 +293,7 @@ CodecSummary Summarize(const std::string& codec, std::vector<RequestResult> resu
 
 }  // namespace
 
-absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o, const std::vector<std::string>& prompts,
+absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o, const std::vector<Prompt>& prompts,
                                          control::PrefillApi& client, const ProgressFn& progress) {
   KVS_RETURN_IF_ERROR(ValidateLoadgenOptions(o));
   if (prompts.empty()) return absl::InvalidArgumentError("no prompts");
@@ -336,6 +368,13 @@ std::string FormatTable(const LoadgenReport& r) {
                               s.tpot_ms.p50, s.tpot_ms.p99, s.wire_bytes_mean / 1024.0, s.ratio,
                               s.has_agreement ? absl::StrFormat("%.3f", s.token_agreement) : std::string("-")));
   }
+  absl::StrAppend(&out, absl::StrFormat("\n%-22s %10s %10s %10s %12s %12s %14s\n", "stage means (ms)", "prefill",
+                                        "encode", "wire", "decompress", "handoff p50", "predicted"));
+  for (const CodecSummary& s : r.codecs) {
+    absl::StrAppend(&out, absl::StrFormat("%-22s %10.3f %10.3f %10.3f %12.3f %12.3f %14.3f\n", s.codec,
+                                          s.prefill_ms_mean, s.encode_ms_mean, s.wire_ms_mean,
+                                          s.decompress_ms_mean, s.handoff_ms.p50, s.predicted_handoff_ms_mean));
+  }
   for (const CodecSummary& s : r.codecs) {
     for (const std::string& e : s.error_samples) absl::StrAppend(&out, "  ", s.codec, " error: ", e, "\n");
   }
@@ -369,6 +408,11 @@ std::string ToJson(const LoadgenReport& r, bool with_outputs) {
     c["tpot_ms_p99"] = s.tpot_ms.p99;
     c["latency_ms_p50"] = s.latency_ms.p50;
     c["latency_ms_p99"] = s.latency_ms.p99;
+    c["prefill_ms_mean"] = s.prefill_ms_mean;
+    c["encode_ms_mean"] = s.encode_ms_mean;
+    c["wire_ms_mean"] = s.wire_ms_mean;
+    c["decompress_ms_mean"] = s.decompress_ms_mean;
+    c["predicted_handoff_ms_mean"] = s.predicted_handoff_ms_mean;
     c["raw_bytes_mean"] = s.raw_bytes_mean;
     c["wire_bytes_mean"] = s.wire_bytes_mean;
     c["ratio"] = s.ratio;

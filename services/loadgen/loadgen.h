@@ -6,7 +6,7 @@
 //
 //   LoadgenOptions o;  o.codecs = {"identity", "uniform_int8"};  o.check_against = "identity";
 //   control::GrpcPrefillClient client(control::MakeChannel(o.target), o.target);
-//   KVS_ASSIGN_OR_RETURN(std::vector<std::string> prompts, LoadPrompts(o));
+//   KVS_ASSIGN_OR_RETURN(std::vector<Prompt> prompts, LoadPrompts(o));
 //   KVS_ASSIGN_OR_RETURN(LoadgenReport r, RunLoadgen(o, prompts, client, /*progress=*/nullptr));
 //   std::cout << FormatTable(r);
 //
@@ -28,10 +28,13 @@ struct LoadgenOptions {
   // kvs-prefill to drive.
   std::string target = "127.0.0.1:50051";
   // Prompts: paragraphs of this text file (headings and blank lines skipped), cut to
-  // prompt_words words; or, with prompt_text set, that one prompt for every request.
+  // prompt_words words; or, with prompt_text set, that one prompt for every request; or, with
+  // prompt_tokens > 0, fixed-length prompts of that many pseudo-random token ids (a fixed KV size
+  // per request, for transfer measurements; their outputs are not meaningful text).
   std::string prompts_file;
   std::string prompt_text;
   int64_t prompt_words = 48;
+  int64_t prompt_tokens = 0;
   int64_t num_prompts = 16;  // distinct prompts cycled through
   // Requests per codec (or run for duration_s seconds when > 0).
   int64_t requests = 32;
@@ -62,8 +65,15 @@ struct LoadgenOptions {
 void BindLoadgenOptions(config::ConfigTable& table, LoadgenOptions* o);
 absl::Status ValidateLoadgenOptions(const LoadgenOptions& o);
 
-// The prompts the options describe.
-absl::StatusOr<std::vector<std::string>> LoadPrompts(const LoadgenOptions& o);
+struct Prompt {
+  std::string text;          // or
+  std::vector<int32_t> ids;  // token ids (prompt_tokens mode)
+  std::string Describe() const;
+};
+
+// The prompts the options describe. `vocab_size` (from the target's Info) bounds the ids of
+// prompt_tokens mode.
+absl::StatusOr<std::vector<Prompt>> LoadPrompts(const LoadgenOptions& o, int64_t vocab_size = 0);
 
 struct RequestResult {
   int64_t prompt_index = 0;
@@ -87,6 +97,9 @@ struct CodecSummary {
   double throughput_rps = 0;
   double tokens_per_s = 0;
   Percentiles ttft_ms, handoff_ms, tpot_ms, latency_ms;
+  // Stage means over successful requests (from the prefill side's stats).
+  double prefill_ms_mean = 0, encode_ms_mean = 0, wire_ms_mean = 0, decompress_ms_mean = 0;
+  double predicted_handoff_ms_mean = 0;
   double wire_bytes_mean = 0;
   double raw_bytes_mean = 0;
   double ratio = 0;  // Σraw / Σwire
@@ -108,7 +121,7 @@ struct LoadgenReport {
 // Progress callback: (codec, done, total) — total is 0 in duration mode.
 using ProgressFn = std::function<void(const std::string&, int64_t, int64_t)>;
 
-absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o, const std::vector<std::string>& prompts,
+absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o, const std::vector<Prompt>& prompts,
                                          control::PrefillApi& client, const ProgressFn& progress);
 
 // Token agreement of `a` with reference `ref`: positions where both agree over the longer length.

@@ -69,7 +69,7 @@ TEST(Loadgen, ClosedLoopRunsEveryRequestAtTheConcurrency) {
   o.codecs = {"identity", "lossy"};
   o.check_against = "identity";
   std::atomic<int> progress_calls{0};
-  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {"aaaa", "bbbbb"}, fake,
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"aaaa", {}}, Prompt{"bbbbb", {}}}, fake,
                                                        [&](const std::string&, int64_t, int64_t total) {
                                                          EXPECT_EQ(total, 20);
                                                          ++progress_calls;
@@ -95,7 +95,7 @@ TEST(Loadgen, ErrorsAreCountedWithSamples) {
   FakePrefill fake;
   LoadgenOptions o = Options();
   o.codecs = {"broken"};
-  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {"p"}, fake, nullptr));
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
   ASSERT_EQ(r.codecs.size(), 1u);
   EXPECT_EQ(r.codecs[0].errors, 20);
   ASSERT_EQ(r.codecs[0].error_samples.size(), 1u);
@@ -108,7 +108,7 @@ TEST(Loadgen, OpenLoopIssuesTheRequestedCount) {
   LoadgenOptions o = Options();
   o.rate = 2000;  // fast arrivals keep the test short
   o.requests = 30;
-  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {"p"}, fake, nullptr));
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
   EXPECT_EQ(r.codecs[0].requests, 30);
   EXPECT_THAT(r.mode, HasSubstr("open loop"));
   EXPECT_LE(fake.max_inflight, 3);
@@ -119,7 +119,7 @@ TEST(Loadgen, ReferenceOnlyForAgreementIsNotReported) {
   LoadgenOptions o = Options();
   o.codecs = {"lossy"};
   o.check_against = "identity";
-  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {"p"}, fake, nullptr));
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
   ASSERT_EQ(r.codecs.size(), 1u);
   EXPECT_EQ(r.codecs[0].codec, "lossy");
   EXPECT_TRUE(r.codecs[0].has_agreement);
@@ -129,7 +129,7 @@ TEST(Loadgen, JsonHasTheDocumentedFields) {
   FakePrefill fake;
   LoadgenOptions o = Options();
   o.codecs = {"identity"};
-  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {"p"}, fake, nullptr));
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
   nlohmann::json j = nlohmann::json::parse(ToJson(r, /*with_outputs=*/true));
   const auto& c = j["codecs"][0];
   for (const char* k : {"codec", "requests", "errors", "ttft_ms_p50", "ttft_ms_p99", "handoff_ms_p50",
@@ -138,6 +138,21 @@ TEST(Loadgen, JsonHasTheDocumentedFields) {
   }
   EXPECT_EQ(c["outputs"].size(), 20u);
   EXPECT_EQ(c["outputs"][0]["text"], "xxxx");
+}
+
+TEST(Loadgen, FixedLengthPromptsAreTokenIds) {
+  LoadgenOptions o;
+  o.prompt_tokens = 100;
+  o.num_prompts = 2;
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<Prompt> prompts, LoadPrompts(o, /*vocab_size=*/512));
+  ASSERT_EQ(prompts.size(), 2u);
+  EXPECT_EQ(prompts[0].ids.size(), 100u);
+  EXPECT_NE(prompts[0].ids, prompts[1].ids);
+  for (int32_t id : prompts[0].ids) {
+    EXPECT_GE(id, 3);
+    EXPECT_LT(id, 512);
+  }
+  EXPECT_THAT(LoadPrompts(o, 0), kvs::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("vocabulary")));
 }
 
 TEST(Loadgen, PercentilesAndAgreementHelpers) {
@@ -155,9 +170,9 @@ TEST(Loadgen, PromptsComeFromParagraphs) {
   o.prompts_file = std::string(KVS_TEST_DATA_DIR) + "/text/wikitext-2-raw-test-excerpt.txt";
   o.prompt_words = 5;
   o.num_prompts = 3;
-  KVS_ASSERT_OK_AND_ASSIGN(std::vector<std::string> prompts, LoadPrompts(o));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<Prompt> prompts, LoadPrompts(o));
   ASSERT_EQ(prompts.size(), 3u);
-  EXPECT_EQ(prompts[0], "Robert Boulter is an English");
+  EXPECT_EQ(prompts[0].text, "Robert Boulter is an English");
   o.prompts_file = "/nonexistent";
   EXPECT_THAT(LoadPrompts(o), kvs::testing::StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent")));
 }
