@@ -72,6 +72,9 @@ class Child {
       buf_.append(tmp, static_cast<size_t>(n));
     }
   }
+  void Stop() {
+    if (pid_ > 0) kill(pid_, SIGSTOP);
+  }
   void Kill() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
@@ -181,6 +184,30 @@ TEST_P(PeerDeathTest, SenderReportsUnavailableWhenTheReceiverProcessIsKilled) {
   EXPECT_LT(returned - killed, std::chrono::seconds(2)) << result.status();
   EXPECT_EQ(sender.buffers_in_use(), 0);
   EXPECT_EQ(conn->counters().recv_buffers_in_use, 0);
+}
+
+// A peer that hangs (SIGSTOP: alive, silent) on a transport without UCX peer-failure support is
+// caught by the heartbeat (UcxShm only: over TCP the peer's kernel keeps the connection alive).
+TEST_P(PeerDeathTest, ReceiverReportsUnavailableWhenTheSenderHangs) {
+  if (GetParam() != TransportCase::kUcxShm) GTEST_SKIP() << "heartbeat transports only";
+  KVS_ASSERT_OK_AND_ASSIGN(auto listener, transport_->Listen());
+  Child child;
+  std::vector<std::string> args = HelperArgs("send");
+  args.push_back("--endpoint=" + listener->endpoint());
+  ASSERT_THAT(child.Start(args), IsOk());
+  KVS_ASSERT_OK_AND_ASSIGN(auto conn, listener->Accept(opts_, absl::Seconds(20)));
+  OwnedKv dst = OwnedKv::Zeros(session_.geom);
+  absl::StatusOr<TransferStats> result = absl::UnknownError("not run");
+  KvReceiver receiver(conn.get(), &gate_, codec_.get(), {});
+  std::thread rx([&] { result = receiver.Receive(session_, dst.mutable_view()); });
+  KVS_ASSERT_OK_AND_ASSIGN(std::string line, child.ReadLine(absl::Seconds(30)));
+  ASSERT_EQ(line, "stalled");
+  while (conn->counters().frames_received < 2) std::this_thread::yield();
+  child.Stop();
+  rx.join();
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr("heartbeat")));
+  EXPECT_EQ(conn->counters().recv_buffers_in_use, 0);
+  child.Kill();
 }
 
 INSTANTIATE_TEST_SUITE_P(CrossProcess, PeerDeathTest, ::testing::ValuesIn(CrossProcessTransportCases()),

@@ -1,7 +1,9 @@
 #include "services/transfer/ucx/ucx_transport.h"
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -42,9 +44,10 @@ constexpr unsigned kAmHello = 11;      // connector -> acceptor; header WireHell
 constexpr unsigned kAmFrame = 12;      // either way; header WireFrame, data = payload
 constexpr unsigned kAmHeartbeat = 13;  // either way; header WirePrefix, no data
 constexpr unsigned kAmBye = 14;        // either way; header WirePrefix: the sender closes (like a FIN)
+constexpr unsigned kAmHelloAck = 15;   // acceptor -> connector; header WireHelloAck
 
 constexpr uint32_t kHelloMagic = 0x4855564Bu;  // "KVUH"
-constexpr uint32_t kHelloVersion = 1;
+constexpr uint32_t kHelloVersion = 2;
 
 struct WirePrefix {
   uint64_t conn_id;     // chosen by the connecting side
@@ -53,14 +56,74 @@ struct WirePrefix {
 };
 static_assert(sizeof(WirePrefix) == 16);
 
+// Who a process is on its host, so a same-host peer's death is seen at once (heartbeat mode):
+// pid, pid-namespace inode (pids compare only within one namespace) and the process start time
+// (so a reused pid is not mistaken for the peer).
+struct WireProcess {
+  uint32_t pid;
+  uint32_t pad;
+  uint64_t pidns;
+  uint64_t start_ticks;
+};
+static_assert(sizeof(WireProcess) == 24);
+
 struct WireHello {
   uint32_t magic;
   uint32_t version;
   uint64_t conn_id;
   uint8_t heartbeat;  // the connector runs heartbeats (no UCX peer error handling)
   uint8_t pad[7];
+  WireProcess process;
 };
-static_assert(sizeof(WireHello) == 24);
+static_assert(sizeof(WireHello) == 48);
+
+struct WireHelloAck {
+  WirePrefix prefix;
+  WireProcess process;
+};
+static_assert(sizeof(WireHelloAck) == 40);
+
+uint64_t PidNamespace() {
+  struct stat st;
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+// Field 22 of /proc/<pid>/stat (start time in clock ticks) and the state letter; false when the
+// process does not exist.
+bool ReadProcStat(uint32_t pid, char* state, uint64_t* start_ticks) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return false;
+  char buf[1024];
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');  // the command name may contain spaces
+  if (p == nullptr) return false;
+  ++p;
+  *state = 0;
+  *start_ticks = 0;
+  int field = 2;  // just after ")" comes field 3 (state)
+  for (const char* tok = std::strtok(const_cast<char*>(p), " "); tok != nullptr; tok = std::strtok(nullptr, " ")) {
+    ++field;
+    if (field == 3) *state = tok[0];
+    if (field == 22) {
+      *start_ticks = std::strtoull(tok, nullptr, 10);
+      break;
+    }
+  }
+  return true;
+}
+
+WireProcess SelfProcess() {
+  WireProcess w{};
+  w.pid = static_cast<uint32_t>(::getpid());
+  w.pidns = PidNamespace();
+  char state;
+  ReadProcStat(w.pid, &state, &w.start_ticks);
+  return w;
+}
 
 struct WireFrame {
   WirePrefix prefix;
@@ -162,6 +225,14 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
                          const std::string& require);
   ucs_status_t OnFrame(const FrameHeader& h, void* data, size_t length, bool rndv, bool from_callback);
   void OnHeartbeat() { last_heard_ns_.store(NowNs()); }
+  // A same-host peer process to watch (heartbeat mode).
+  void SetPeerProcess(const WireProcess& p) {
+    if (p.pid != 0 && p.pidns != 0 && p.pidns == PidNamespace()) {
+      peer_pid_ = p.pid;
+      peer_start_ticks_ = p.start_ticks;
+    }
+  }
+  void SendHelloAck();
   void OnBye() { Fail(absl::UnavailableError("ucx: peer closed the connection")); }
   void OnKick();
   void OnTimer(int64_t now);
@@ -248,6 +319,8 @@ class UcxConnection : public std::enable_shared_from_this<UcxConnection> {
   bool retired_ = false;
   std::atomic<int64_t> last_heard_ns_{0};
   int64_t next_heartbeat_ns_ = 0;
+  uint32_t peer_pid_ = 0;  // progress thread
+  uint64_t peer_start_ticks_ = 0;
 
   // Close() waits for retirement.
   std::mutex retire_mu_;
@@ -291,6 +364,7 @@ class UcxCore : public std::enable_shared_from_this<UcxCore> {
     uint64_t conn_id = 0;
     std::string address;
     bool heartbeat = false;
+    WireProcess process{};
     std::deque<HeldAm> held;  // frames that arrived before Accept
   };
   absl::StatusOr<PendingHello> WaitHello(absl::Duration timeout);
@@ -311,6 +385,8 @@ class UcxCore : public std::enable_shared_from_this<UcxCore> {
                                     size_t length, const ucp_am_recv_param_t* param);
   static ucs_status_t OnByeAm(void* arg, const void* header, size_t header_length, void* data,
                               size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnHelloAckAm(void* arg, const void* header, size_t header_length, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param);
   UcxConnection* Find(uint64_t id, bool to_acceptor) const;
 
   const UcxTransportOptions options_;
@@ -409,7 +485,8 @@ absl::StatusOr<std::shared_ptr<UcxCore>> UcxCore::Create(const UcxTransportOptio
   };
   for (const Handler& h : {Handler{kAmHello, &UcxCore::OnHelloAm}, Handler{kAmFrame, &UcxCore::OnFrameAm},
                            Handler{kAmHeartbeat, &UcxCore::OnHeartbeatAm},
-                           Handler{kAmBye, &UcxCore::OnByeAm}}) {
+                           Handler{kAmBye, &UcxCore::OnByeAm},
+                           Handler{kAmHelloAck, &UcxCore::OnHelloAckAm}}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
@@ -588,6 +665,11 @@ void UcxCore::Loop() {
     while (ucp_worker_progress(worker_.get()) != 0) did = true;
     const int64_t now = NowNs();
     if (now >= next_timer) {
+      if (now - next_timer > 4 * hb_ns) {
+        // The progress thread itself did not run (CPU starvation, a stalled VM): peers may see
+        // silence from us too. Worth knowing when a heartbeat timeout follows.
+        KVS_LOG_WARN("ucx progress thread stalled for {} ms", (now - next_timer + hb_ns) / 1000000);
+      }
       std::vector<std::shared_ptr<UcxConnection>> all;
       for (auto& [id, c] : to_acceptor_) all.push_back(c);
       for (auto& [id, c] : to_connector_) all.push_back(c);
@@ -630,6 +712,7 @@ ucs_status_t UcxCore::OnHelloAm(void* arg, const void* header, size_t header_len
   p.conn_id = hello.conn_id;
   p.address.assign(static_cast<const char*>(data), length);
   p.heartbeat = hello.heartbeat != 0;
+  p.process = hello.process;
   std::lock_guard<std::mutex> lock(core->hello_mu_);
   core->hellos_.push_back(std::move(p));
   core->hello_cv_.notify_all();
@@ -685,6 +768,19 @@ ucs_status_t UcxCore::OnByeAm(void* arg, const void* header, size_t header_lengt
   WirePrefix p;
   std::memcpy(&p, header, sizeof p);
   if (UcxConnection* c = core->Find(p.conn_id, p.to_acceptor != 0)) c->OnBye();
+  return UCS_OK;
+}
+
+ucs_status_t UcxCore::OnHelloAckAm(void* arg, const void* header, size_t header_length, void*, size_t,
+                                   const ucp_am_recv_param_t*) {
+  auto* core = static_cast<UcxCore*>(arg);
+  if (header_length != sizeof(WireHelloAck)) return UCS_OK;
+  WireHelloAck a;
+  std::memcpy(&a, header, sizeof a);
+  if (UcxConnection* c = core->Find(a.prefix.conn_id, a.prefix.to_acceptor != 0)) {
+    c->OnHeartbeat();
+    c->SetPeerProcess(a.process);
+  }
   return UCS_OK;
 }
 
@@ -1132,6 +1228,16 @@ void UcxConnection::ReleaseHeld() {
 
 void UcxConnection::OnTimer(int64_t now) {
   if (!heartbeat_ || ep_ == nullptr || closing_ || !rx_.status().ok()) return;
+  if (peer_pid_ != 0) {
+    // Same host, same pid namespace: a peer that exited is gone now, not after a timeout.
+    char state = 0;
+    uint64_t start = 0;
+    if (!ReadProcStat(peer_pid_, &state, &start) || state == 'Z' || state == 'X' ||
+        start != peer_start_ticks_) {
+      Fail(absl::UnavailableError(absl::StrCat("ucx: peer process ", peer_pid_, " exited")));
+      return;
+    }
+  }
   const int64_t timeout = absl::ToInt64Nanoseconds(core_->options().peer_timeout);
   if (now - last_heard_ns_.load() > timeout) {
     Fail(absl::UnavailableError(absl::StrCat("ucx: peer silent for ",
@@ -1148,6 +1254,24 @@ void UcxConnection::OnTimer(int64_t now) {
   rp.flags = UCP_AM_SEND_FLAG_EAGER;
   ucs_status_ptr_t req = ucp_am_send_nbx(ep_, kAmHeartbeat, &p, sizeof p, nullptr, 0, &rp);
   if (UCS_PTR_IS_ERR(req)) Fail(UcsError("heartbeat", UCS_PTR_STATUS(req)));
+}
+
+void UcxConnection::SendHelloAck() {
+  if (ep_ == nullptr) return;
+  auto* ack = new WireHelloAck{};
+  ack->prefix.conn_id = conn_id_;
+  ack->prefix.to_acceptor = 0;
+  ack->process = SelfProcess();
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_AM_SEND_FLAG_EAGER;
+  p.user_data = ack;
+  p.cb.send = [](void* req, ucs_status_t, void* ud) {
+    ucp_request_free(req);
+    delete static_cast<WireHelloAck*>(ud);
+  };
+  ucs_status_ptr_t req = ucp_am_send_nbx(ep_, kAmHelloAck, ack, sizeof *ack, nullptr, 0, &p);
+  if (req == nullptr || UCS_PTR_IS_ERR(req)) delete ack;
 }
 
 void UcxConnection::OnCloseDone(void* request, ucs_status_t, void* user_data) {
@@ -1301,6 +1425,10 @@ class UcxListener final : public Listener {
         conn->Fail(st);
         return;
       }
+      if (heartbeat) {
+        conn->SetPeerProcess(hello.process);
+        conn->SendHelloAck();
+      }
       // Frames that arrived before Accept, in order.
       for (HeldAm& a : hello.held) {
         conn->OnFrame(a.header, a.data, a.length, a.rndv, /*from_callback=*/false);
@@ -1359,6 +1487,7 @@ class UcxTransport final : public Transport {
       hello->header.version = kHelloVersion;
       hello->header.conn_id = conn->conn_id();
       hello->header.heartbeat = heartbeat ? 1 : 0;
+      hello->header.process = SelfProcess();
       hello->address = core_->address_bytes();
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
