@@ -190,16 +190,21 @@ absl::StatusOr<control::SessionGrant> DecodeService::OpenSession(const control::
     std::lock_guard<std::mutex> l(s->mu);
     s->lease_deadline = Now() + s->lease;
   }
+  auto full = [&] {
+    return absl::ResourceExhaustedError(absl::StrCat("kvs-decode holds ", sessions_.size(),
+                                                     " sessions (max_sessions ", options_.max_sessions, ")"));
+  };
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
-      return reject(absl::ResourceExhaustedError(
-          absl::StrCat("kvs-decode holds ", sessions_.size(), " sessions (max_sessions ",
-                       options_.max_sessions, ")")));
-    }
-    // Reserve the KV buffer only once admitted.
-    s->k.assign(static_cast<size_t>(p.geom.elements()), 0);
-    s->v.assign(static_cast<size_t>(p.geom.elements()), 0);
+    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) return reject(full());
+  }
+  // The KV buffer is touched outside the table's lock (it can be large); capacity is checked
+  // again below, so a race only wastes this allocation.
+  s->k.assign(static_cast<size_t>(p.geom.elements()), 0);
+  s->v.assign(static_cast<size_t>(p.geom.elements()), 0);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) return reject(full());
     gate_.Register(s->session);
     // Started under mu_: whoever finds the session in the table also sees its thread.
     s->receiver = std::thread([this, s] { ReceiveLoop(s); });

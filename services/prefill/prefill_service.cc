@@ -1,6 +1,7 @@
 #include "services/prefill/prefill_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 #include <utility>
 
@@ -305,12 +306,16 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   transfer::KvSender sender(conn->get(), &gate, codec->get(), so);
   transfer::LayerProgress progress;
   absl::StatusOr<transfer::TransferStats> ts = absl::UnknownError("not sent");
+  std::atomic<int64_t> t_kv_delivered{0};  // the sender got kDone: decode holds the decoded KV
   std::thread send_thread;
   Joiner joiner{&send_thread};
   if (pipelined) {
     // Chunk i leaves as soon as its layers are ready, while later work (export of later layers,
     // sampling, the first token's trip to the client) goes on.
-    send_thread = std::thread([&] { ts = sender.Send(*session, kv, &progress); });
+    send_thread = std::thread([&] {
+      ts = sender.Send(*session, kv, &progress);
+      t_kv_delivered = transfer::MonotonicNowNs();
+    });
   }
 
   r.stage = "prefill";
@@ -323,8 +328,8 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
     close_session("prefill failed");
     return Annotate(export_status, "prefill");
   }
+  const int64_t t_p1 = transfer::MonotonicNowNs();  // before the sender may run
   progress.MarkReady(geom.layers);
-  const int64_t t_p1 = transfer::MonotonicNowNs();
   st.prefill_ms = control::MsBetween(t_p0, t_p1);
 
   Sampler sampler = control::MakeSampler(p.sampling.temperature, p.sampling.top_p, p.sampling.seed, /*skip=*/0);
@@ -343,7 +348,10 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   }
 
   r.stage = "handoff";
-  if (!pipelined) ts = sender.Send(*session, kv);
+  if (!pipelined) {
+    ts = sender.Send(*session, kv);
+    t_kv_delivered = transfer::MonotonicNowNs();
+  }
   if (send_thread.joinable()) send_thread.join();
   (*conn)->Close();
   if (!ts.ok()) {
@@ -357,7 +365,8 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   st.queue_ms = ts->queue_ms;
   st.wire_ms = ts->wire_ms;
   st.decompress_ms = ts->decode_ms;
-  st.handoff_ms = ts->handoff_ms;
+  // Handoff = prefill end (KV exported) -> decode ready (kDone back), both on this host's clock.
+  st.handoff_ms = std::max(0.0, control::MsBetween(t_p1, t_kv_delivered.load()));
   st.raw_bytes = static_cast<int64_t>(ts->bytes_raw);
   st.wire_bytes = static_cast<int64_t>(ts->bytes_wire);
   st.ratio = ts->ratio;
