@@ -83,6 +83,7 @@ struct Config {
   std::string recv_ucx_devices;      // receiver UCX_NET_DEVICES
   bool verify = true;
   bool zero_copy = true;
+  int64_t ucx_busy_poll_us = 50;
   std::string json;
   std::string log_level = "warn";
   // --role=recv only
@@ -217,6 +218,7 @@ absl::StatusOr<std::unique_ptr<transfer::Transport>> MakeTransport(const Config&
   }
 #if KVS_BENCH_TRANSFER_HAS_UCX
   transfer::UcxTransportOptions o;
+  o.busy_poll = absl::Microseconds(c.ucx_busy_poll_us);
   if (name == "ucx-tcp") {
     o.tls = "tcp";
     o.require_transport = "tcp";
@@ -491,7 +493,8 @@ std::string ChildCommand(const Config& c, const std::string& transport, const Kv
                                  " --tcp-streams ", c.tcp_streams, " --socket-buffer ", c.socket_buffer,
                                  " --recv-buffers ", c.recv_buffers, " --codec-threads ", c.codec_threads,
                                  " --modes ", c.modes, " --log-level ", c.log_level,
-                                 c.zero_copy ? "" : " --zero-copy=false");
+                                 c.zero_copy ? "" : " --zero-copy=false", " --ucx-busy-poll-us ",
+                                 c.ucx_busy_poll_us);
   if (!c.recv_ucx_devices.empty()) absl::StrAppend(&cmd, " --recv-ucx-devices ", c.recv_ucx_devices);
   return cmd;
 }
@@ -750,6 +753,7 @@ int RunTransferBench(int argc, char** argv) {
   p.AddString("recv-ucx-devices", &c.recv_ucx_devices, "receiver UCX_NET_DEVICES");
   p.AddBool("verify", &c.verify, "check the received KV against a local encode/decode");
   p.AddBool("zero-copy", &c.zero_copy, "identity: send from the KV and receive in place (both sides)");
+  p.AddInt("ucx-busy-poll-us", &c.ucx_busy_poll_us, "UCX progress thread: polling time before it sleeps");
   p.AddString("json", &c.json, "write results JSON to this file ('-' for stdout)");
   p.AddString("log-level", &c.log_level, "error, warn, info, debug");
   p.AddString("role", &c.role, "internal: send (default) or recv");
