@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -47,7 +48,7 @@ constexpr unsigned kAmBye = 14;        // either way; header WirePrefix: the sen
 constexpr unsigned kAmHelloAck = 15;   // acceptor -> connector; header WireHelloAck
 
 constexpr uint32_t kHelloMagic = 0x4855564Bu;  // "KVUH"
-constexpr uint32_t kHelloVersion = 2;
+constexpr uint32_t kHelloVersion = 3;
 
 struct WirePrefix {
   uint64_t conn_id;     // chosen by the connecting side
@@ -71,11 +72,12 @@ struct WireHello {
   uint32_t magic;
   uint32_t version;
   uint64_t conn_id;
-  uint8_t heartbeat;  // the connector runs heartbeats (no UCX peer error handling)
+  uint64_t listener_id;  // which Listener of the worker the connector dialled (0: any)
+  uint8_t heartbeat;     // the connector runs heartbeats (no UCX peer error handling)
   uint8_t pad[7];
   WireProcess process;
 };
-static_assert(sizeof(WireHello) == 48);
+static_assert(sizeof(WireHello) == 56);
 
 struct WireHelloAck {
   WirePrefix prefix;
@@ -364,10 +366,16 @@ class UcxCore : public std::enable_shared_from_this<UcxCore> {
     uint64_t conn_id = 0;
     std::string address;
     bool heartbeat = false;
+    uint64_t listener_id = 0;
     WireProcess process{};
     std::deque<HeldAm> held;  // frames that arrived before Accept
   };
-  absl::StatusOr<PendingHello> WaitHello(absl::Duration timeout);
+  // Blocks until a hello for `listener_id` is pending (not taken: see TakeHello).
+  absl::Status WaitForHello(uint64_t listener_id, absl::Time deadline);
+  // Progress thread only: takes the oldest hello for `listener_id`. Taking it and registering
+  // its connection in one progress-thread step leaves no moment in which a frame of that
+  // connection finds neither (a frame then would be refused as "not connected").
+  std::optional<PendingHello> TakeHello(uint64_t listener_id);
 
   // Send-memory registrations, looked up per send.
   void AddRegion(UcxRegisteredRegion* r);
@@ -608,15 +616,30 @@ UcxConnection* UcxCore::Find(uint64_t id, bool to_acceptor) const {
   return it == map.end() ? nullptr : it->second.get();
 }
 
-absl::StatusOr<UcxCore::PendingHello> UcxCore::WaitHello(absl::Duration timeout) {
+absl::Status UcxCore::WaitForHello(uint64_t listener_id, absl::Time deadline) {
+  auto pending = [&] {
+    for (const PendingHello& h : hellos_) {
+      if (h.listener_id == listener_id || h.listener_id == 0) return true;
+    }
+    return false;
+  };
   std::unique_lock<std::mutex> lock(hello_mu_);
-  const absl::Duration wait = std::min(timeout, absl::Hours(24 * 365));
-  if (!hello_cv_.wait_for(lock, absl::ToChronoNanoseconds(wait), [&] { return !hellos_.empty(); })) {
+  const absl::Time limit = std::min(deadline, absl::Now() + absl::Hours(24 * 365));
+  if (!hello_cv_.wait_until(lock, absl::ToChronoTime(limit), pending)) {
     return absl::DeadlineExceededError("ucx: no peer connected in time");
   }
-  PendingHello h = std::move(hellos_.front());
-  hellos_.pop_front();
-  return h;
+  return absl::OkStatus();
+}
+
+std::optional<UcxCore::PendingHello> UcxCore::TakeHello(uint64_t listener_id) {
+  std::lock_guard<std::mutex> lock(hello_mu_);
+  for (auto it = hellos_.begin(); it != hellos_.end(); ++it) {
+    if (it->listener_id != listener_id && it->listener_id != 0) continue;
+    PendingHello h = std::move(*it);
+    hellos_.erase(it);
+    return h;
+  }
+  return std::nullopt;
 }
 
 void UcxCore::AddRegion(UcxRegisteredRegion* r) {
@@ -712,6 +735,7 @@ ucs_status_t UcxCore::OnHelloAm(void* arg, const void* header, size_t header_len
   p.conn_id = hello.conn_id;
   p.address.assign(static_cast<const char*>(data), length);
   p.heartbeat = hello.heartbeat != 0;
+  p.listener_id = hello.listener_id;
   p.process = hello.process;
   std::lock_guard<std::mutex> lock(core->hello_mu_);
   core->hellos_.push_back(std::move(p));
@@ -1403,45 +1427,55 @@ absl::StatusOr<std::shared_ptr<BufferPool>> MakePool(const ConnectionOptions& o)
 
 class UcxListener final : public Listener {
  public:
-  explicit UcxListener(std::shared_ptr<UcxCore> core) : core_(std::move(core)) {}
-  std::string endpoint() const override { return core_->address_hex(); }
+  UcxListener(std::shared_ptr<UcxCore> core, uint64_t id) : core_(std::move(core)), id_(id) {}
+  // The worker's address and this listener's id: every Listener of a transport shares the
+  // worker, and the id routes each peer's hello to the Listener it dialled.
+  std::string endpoint() const override { return absl::StrCat(core_->address_hex(), ".", id_); }
 
   absl::StatusOr<std::unique_ptr<Connection>> Accept(const ConnectionOptions& options,
                                                      absl::Duration timeout) override {
     KVS_ASSIGN_OR_RETURN(std::shared_ptr<BufferPool> pool, MakePool(options));
-    KVS_ASSIGN_OR_RETURN(UcxCore::PendingHello hello, core_->WaitHello(timeout));
-    const bool heartbeat = hello.heartbeat || core_->heartbeat_mode();
-    auto conn = std::make_shared<UcxConnection>(core_, hello.conn_id, /*acceptor_side=*/true,
-                                                heartbeat, pool, options);
-    absl::Status st;
-    core_->Run([&] {
-      st = conn->Establish(hello.address,
-                           heartbeat ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER,
-                           core_->options().require_transport);
-      core_->AddConnection(conn);
-      pool->SetReleaseHook([c = conn.get(), core = core_.get()] { core->Kick(c); });
-      if (!st.ok()) {
-        for (HeldAm& a : hello.held) ucp_am_data_release(core_->worker(), a.data);
-        conn->Fail(st);
-        return;
-      }
-      if (heartbeat) {
-        conn->SetPeerProcess(hello.process);
-        conn->SendHelloAck();
-      }
-      // Frames that arrived before Accept, in order.
-      for (HeldAm& a : hello.held) {
-        conn->OnFrame(a.header, a.data, a.length, a.rndv, /*from_callback=*/false);
-      }
-    });
-    auto handle = std::make_unique<UcxConnectionHandle>(conn);
-    handle->core = core_;
-    if (!st.ok()) return st;  // handle's destructor closes the endpoint
-    return std::unique_ptr<Connection>(std::move(handle));
+    const absl::Time deadline = absl::Now() + std::min(timeout, absl::Hours(24 * 365));
+    while (true) {
+      KVS_RETURN_IF_ERROR(core_->WaitForHello(id_, deadline));
+      std::shared_ptr<UcxConnection> conn;
+      absl::Status st;
+      core_->Run([&] {
+        std::optional<UcxCore::PendingHello> hello = core_->TakeHello(id_);
+        if (!hello) return;  // another Accept of this listener took it
+        const bool heartbeat = hello->heartbeat || core_->heartbeat_mode();
+        conn = std::make_shared<UcxConnection>(core_, hello->conn_id, /*acceptor_side=*/true,
+                                               heartbeat, pool, options);
+        st = conn->Establish(hello->address,
+                             heartbeat ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER,
+                             core_->options().require_transport);
+        core_->AddConnection(conn);
+        pool->SetReleaseHook([c = conn.get(), core = core_.get()] { core->Kick(c); });
+        if (!st.ok()) {
+          for (HeldAm& a : hello->held) ucp_am_data_release(core_->worker(), a.data);
+          conn->Fail(st);
+          return;
+        }
+        if (heartbeat) {
+          conn->SetPeerProcess(hello->process);
+          conn->SendHelloAck();
+        }
+        // Frames that arrived before Accept, in order.
+        for (HeldAm& a : hello->held) {
+          conn->OnFrame(a.header, a.data, a.length, a.rndv, /*from_callback=*/false);
+        }
+      });
+      if (!conn) continue;
+      auto handle = std::make_unique<UcxConnectionHandle>(conn);
+      handle->core = core_;
+      if (!st.ok()) return st;  // handle's destructor closes the endpoint
+      return std::unique_ptr<Connection>(std::move(handle));
+    }
   }
 
  private:
   std::shared_ptr<UcxCore> core_;
+  const uint64_t id_;
 };
 
 class UcxTransport final : public Transport {
@@ -1451,19 +1485,27 @@ class UcxTransport final : public Transport {
   absl::string_view name() const override { return "ucx"; }
 
   absl::StatusOr<std::unique_ptr<Listener>> Listen() override {
-    return std::unique_ptr<Listener>(new UcxListener(core_));
+    return std::unique_ptr<Listener>(new UcxListener(core_, RandomId()));
   }
 
   absl::StatusOr<std::unique_ptr<Connection>> Connect(absl::string_view endpoint,
                                                       const ConnectionOptions& options,
                                                       absl::Duration) override {
     KVS_ASSIGN_OR_RETURN(std::shared_ptr<BufferPool> pool, MakePool(options));
-    std::string address;
-    if (endpoint.empty() || endpoint.size() % 2 != 0 ||
-        endpoint.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
+    // "<hex worker address>.<listener id>" (or a bare worker address: any listener).
+    uint64_t listener_id = 0;
+    absl::string_view hex = endpoint;
+    if (const size_t dot = endpoint.find('.'); dot != absl::string_view::npos) {
+      hex = endpoint.substr(0, dot);
+      if (!absl::SimpleAtoi(endpoint.substr(dot + 1), &listener_id)) {
+        return absl::InvalidArgumentError("ucx endpoint: bad listener id");
+      }
+    }
+    if (hex.empty() || hex.size() % 2 != 0 ||
+        hex.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
       return absl::InvalidArgumentError("ucx endpoint must be a hex worker address");
     }
-    address = absl::HexStringToBytes(endpoint);
+    const std::string address = absl::HexStringToBytes(hex);
     const bool heartbeat = core_->heartbeat_mode();
     auto conn = std::make_shared<UcxConnection>(core_, RandomId(), /*acceptor_side=*/false, heartbeat,
                                                 pool, options);
@@ -1487,6 +1529,7 @@ class UcxTransport final : public Transport {
       hello->header.version = kHelloVersion;
       hello->header.conn_id = conn->conn_id();
       hello->header.heartbeat = heartbeat ? 1 : 0;
+      hello->header.listener_id = listener_id;
       hello->header.process = SelfProcess();
       hello->address = core_->address_bytes();
       ucp_request_param_t p{};
