@@ -322,11 +322,7 @@ TEST(Daemons, SigtermDrainsTheRunningRequest) {
   EXPECT_THAT(pair.prefill->Log(), HasSubstr("draining"));
 }
 
-// DISABLED: open bug in the UCX data plane between two daemon processes on one host: the first send
-// can fail with "ucx: send: Endpoint is not connected" about 60 ms after the tcp/lo lane comes up
-// (reproduced twice in a row at this commit). Issue 5 stays open until it is fixed and re-enabled;
-// the transfer-level UCX tests (tests/integration transfer_test, peer_death_test) still run.
-TEST(Daemons, DISABLED_UcxIdentityTokensEqualKvsGenerate) {
+TEST(Daemons, UcxIdentityTokensEqualKvsGenerate) {
   absl::StatusOr<Pair> pair = Pair::Start("ucx", {"--transports", "ucx"}, {"--transport", "ucx"});
   if (!pair.ok() && absl::StrContains(pair.status().message(), "no UCX transport")) {
     GTEST_SKIP() << "this build has no UCX transport";
