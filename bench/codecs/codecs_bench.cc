@@ -71,20 +71,7 @@ absl::StatusOr<double> MedianSeconds(Fn&& fn, int64_t repeats, double max_second
 
 absl::StatusOr<OwnedKv> LoadInput(const Config& c, std::string* source) {
   if (!c.keys.empty() || !c.values.empty()) {
-    OwnedKv kv;
-    for (int which = 0; which < 2; ++which) {
-      const std::string& path = which == 0 ? c.keys : c.values;
-      KVS_ASSIGN_OR_RETURN(NpyArray a, ReadNpy(path));
-      if (a.dtype != "<f2" || a.shape.size() != 4) {
-        return absl::InvalidArgumentError(path + ": want an fp16 [L,H,S,D] array");
-      }
-      KvGeometry g{a.shape[0], a.shape[1], a.shape[2], a.shape[3]};
-      if (which == 1 && g != kv.geom) return absl::InvalidArgumentError("K and V shapes differ");
-      kv.geom = g;
-      auto& dst = which == 0 ? kv.k : kv.v;
-      dst.resize(a.elements());
-      std::memcpy(dst.data(), a.data.data(), a.data.size());
-    }
+    KVS_ASSIGN_OR_RETURN(OwnedKv kv, ReadKvNpy(c.keys, c.values));
     *source = "real KV from " + c.keys + " and " + c.values;
     return kv;
   }

@@ -452,20 +452,7 @@ struct RunResult {
 
 absl::StatusOr<OwnedKv> LoadKv(const Config& c, KvGeometry* geom, std::string* source) {
   if (!c.keys.empty()) {
-    OwnedKv kv;
-    for (int which = 0; which < 2; ++which) {
-      const std::string& path = which == 0 ? c.keys : c.values;
-      KVS_ASSIGN_OR_RETURN(NpyArray a, ReadNpy(path));
-      if (a.dtype != "<f2" || a.shape.size() != 4) {
-        return absl::InvalidArgumentError(path + ": want an fp16 [L,H,S,D] array");
-      }
-      KvGeometry g{a.shape[0], a.shape[1], a.shape[2], a.shape[3]};
-      if (which == 1 && g != kv.geom) return absl::InvalidArgumentError("K and V shapes differ");
-      kv.geom = g;
-      auto& dst = which == 0 ? kv.k : kv.v;
-      dst.resize(static_cast<size_t>(g.elements()));
-      std::memcpy(dst.data(), a.data.data(), a.data.size());
-    }
+    KVS_ASSIGN_OR_RETURN(OwnedKv kv, ReadKvNpy(c.keys, c.values));
     *geom = kv.geom;
     *source = absl::StrCat("npy ", c.keys, " ", c.values);
     return kv;

@@ -2,8 +2,11 @@
 #include "common/synth/synthetic_kv.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "common/half/half.h"
+#include "common/npy/npy.h"
+#include "common/status/status.h"
 
 namespace kvs {
 namespace {
@@ -75,6 +78,31 @@ OwnedKv MakeSyntheticKv(const KvGeometry& g, uint64_t seed, SynthKind kind) {
       const float vstd = kind == SynthKind::kRealistic ? 0.5f : 1.0f;
       for (int64_t i = 0; i < S * D; ++i) v[i] = FloatToHalf(vstd * static_cast<float>(rng.Normal()));
     }
+  }
+  return kv;
+}
+
+absl::StatusOr<OwnedKv> ReadKvNpy(const std::string& keys_path, const std::string& values_path) {
+  if (keys_path.empty() || values_path.empty()) {
+    return absl::InvalidArgumentError("K and V .npy paths are both required");
+  }
+  OwnedKv kv;
+  for (int which = 0; which < 2; ++which) {
+    const std::string& path = which == 0 ? keys_path : values_path;
+    KVS_ASSIGN_OR_RETURN(NpyArray a, ReadNpy(path));
+    if (a.dtype != "<f2" || a.shape.size() != 4) {
+      return absl::InvalidArgumentError(path + ": want an fp16 [L,H,S,D] array");
+    }
+    const KvGeometry g{a.shape[0], a.shape[1], a.shape[2], a.shape[3]};
+    KVS_RETURN_IF_ERROR(Annotate(ValidateGeometry(g), path));
+    if (which == 1 && g != kv.geom) {
+      return absl::InvalidArgumentError("K " + kv.geom.ToString() + " and V " + g.ToString() +
+                                        " differ");
+    }
+    kv.geom = g;
+    auto& dst = which == 0 ? kv.k : kv.v;
+    dst.resize(static_cast<size_t>(g.elements()));
+    std::memcpy(dst.data(), a.data.data(), a.data.size());
   }
   return kv;
 }

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/tensor/kv.h"
 
 namespace kvs {
@@ -34,6 +36,9 @@ struct OwnedKv {
 };
 
 OwnedKv MakeSyntheticKv(const KvGeometry& g, uint64_t seed, SynthKind kind = SynthKind::kRealistic);
+
+// Loads a real KV cache from two fp16 [L,H,S,D] .npy files (K and V of the same shape).
+absl::StatusOr<OwnedKv> ReadKvNpy(const std::string& keys_path, const std::string& values_path);
 
 // One line saying what MakeSyntheticKv(kind) generates, for tool output.
 absl::string_view DescribeSynthetic(SynthKind kind);

@@ -33,29 +33,6 @@ struct Options {
   bool fp8_compat = false, zero_fill = false;
 };
 
-absl::StatusOr<OwnedKv> LoadKv(const std::string& kpath, const std::string& vpath) {
-  if (kpath.empty() || vpath.empty()) return absl::InvalidArgumentError("--keys and --values are required");
-  OwnedKv kv;
-  for (int which = 0; which < 2; ++which) {
-    const std::string& path = which == 0 ? kpath : vpath;
-    KVS_ASSIGN_OR_RETURN(NpyArray a, ReadNpy(path));
-    if (a.dtype != "<f2" || a.shape.size() != 4) {
-      return absl::InvalidArgumentError(path + ": want an fp16 [L,H,S,D] array (got " + a.dtype +
-                                        ", " + std::to_string(a.shape.size()) + " dims)");
-    }
-    const KvGeometry g{a.shape[0], a.shape[1], a.shape[2], a.shape[3]};
-    KVS_RETURN_IF_ERROR(Annotate(ValidateGeometry(g), path));
-    if (which == 1 && g != kv.geom) {
-      return absl::InvalidArgumentError("K " + kv.geom.ToString() + " and V " + g.ToString() + " differ");
-    }
-    kv.geom = g;
-    auto& dst = which == 0 ? kv.k : kv.v;
-    dst.resize(a.elements());
-    std::memcpy(dst.data(), a.data.data(), a.data.size());
-  }
-  return kv;
-}
-
 absl::Status WriteKv(const OwnedKv& kv, const std::string& kpath, const std::string& vpath) {
   const std::vector<int64_t> shape{kv.geom.layers, kv.geom.heads, kv.geom.tokens, kv.geom.head_dim};
   auto bytes = [](const std::vector<uint16_t>& v) {
@@ -97,7 +74,7 @@ CodecOptions MakeCodecOptions(const Options& o) {
 
 absl::Status Encode(const Options& o, ThreadPool* pool) {
   if (o.codec.empty() || o.out.empty()) return absl::InvalidArgumentError("--codec and --out are required");
-  KVS_ASSIGN_OR_RETURN(OwnedKv kv, LoadKv(o.keys, o.values));
+  KVS_ASSIGN_OR_RETURN(OwnedKv kv, ReadKvNpy(o.keys, o.values));
   CodecRegistry registry = CodecRegistry::Builtin();
   KVS_ASSIGN_OR_RETURN(auto codec, registry.Create(o.codec, MakeCodecOptions(o)));
   KVS_ASSIGN_OR_RETURN(std::vector<uint8_t> payload, EncodeToVector(*codec, kv.view(), pool));
@@ -116,7 +93,7 @@ absl::Status Decode(const Options& o, ThreadPool* pool) {
   KVS_ASSIGN_OR_RETURN(PayloadSummary sum, InspectPayload(payload));
   CodecRegistry registry = CodecRegistry::Builtin();
   KVS_ASSIGN_OR_RETURN(auto codec, registry.Create(sum.codec, MakeCodecOptions(o)));
-  KVS_ASSIGN_OR_RETURN(OwnedKv kv, LoadKv(o.keys, o.values));
+  KVS_ASSIGN_OR_RETURN(OwnedKv kv, ReadKvNpy(o.keys, o.values));
   if (kv.geom != sum.geom) {
     return absl::InvalidArgumentError("payload geometry " + sum.geom.ToString() +
                                       " differs from the given K/V " + kv.geom.ToString());
