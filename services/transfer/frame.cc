@@ -311,6 +311,11 @@ void FrameGate::SetPlacer(uint64_t session_id, PayloadPlacer placer) {
   }
 }
 
+bool FrameGate::HasPlacer(uint64_t session_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return placers_.contains(session_id);
+}
+
 bool FrameGate::Place(const FrameHeader& h, PayloadPlacement* out) const {
   std::shared_ptr<PayloadPlacer> p;
   {

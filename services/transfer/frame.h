@@ -182,6 +182,9 @@ class FrameGate {
   absl::Status Check(const FrameHeader& h) const;
   // Payloads of `session_id`'s chunks go where `placer` says (the receiver's in-place path).
   void SetPlacer(uint64_t session_id, PayloadPlacer placer);
+  // True once `session_id`'s receiver has installed its placer (frames that arrive earlier land
+  // in receive buffers).
+  bool HasPlacer(uint64_t session_id) const;
   // Only for headers Check() accepted.
   bool Place(const FrameHeader& h, PayloadPlacement* out) const;
 

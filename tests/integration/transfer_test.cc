@@ -321,12 +321,17 @@ TEST_P(TransferTest, SlowReceiverKeepsSenderMemoryBounded) {
     Outcome o;
     KvReceiver receiver(link_.rx_faulty.get(), &link_.rx_gate, codec.get(), ro);
     std::thread rx_thread([&] { o.rx = receiver.Receive(s, dst.mutable_view()); });
+    // Transports that cannot place payloads without a copy (UCX over shm/self) stay buffered.
+    const bool placed = in_place && link_.rx->info().vectored_zero_copy;
+    // Frames that arrive before the receiver installed its placer land in receive buffers
+    // (correct, one copy more); start sending once it has, so the bound below is exact.
+    if (in_place) {
+      while (!link_.rx_gate.HasPlacer(s.session_id)) std::this_thread::yield();
+    }
     KvSender sender(link_.tx_faulty.get(), &link_.tx_gate, codec.get(), so);
     std::thread tx_thread([&] { o.tx = sender.Send(s, src.view()); });
     // Wait (without sleeping) until the receiving transport holds all it may: from here on the
     // sender can only advance by what the link itself buffers.
-    // Transports that cannot place payloads without a copy (UCX over shm/self) stay buffered.
-    const bool placed = in_place && link_.rx->info().vectored_zero_copy;
     const bool from_kv = in_place && link_.tx->info().vectored_zero_copy;
     const uint64_t cap = placed ? 4 : 2;
     while (link_.rx->counters().frames_received - received_before < cap) std::this_thread::yield();
