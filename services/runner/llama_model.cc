@@ -29,8 +29,9 @@ struct KvCache::Impl {
   int64_t batch = 1;
   int64_t len = 0;
   int64_t layers = 0, kv_heads = 0, head_dim = 0;
-  // Per sequence, len entries; the outer vector is empty when nothing is evicted anywhere.
-  std::vector<std::vector<uint8_t>> keep;
+  // keep[b][l]: sequence b's mask for layer l, len entries; the outer vector is empty when nothing
+  // is evicted anywhere.
+  std::vector<std::vector<std::vector<uint8_t>>> keep;
   at::TensorOptions opts;
 
   int64_t capacity() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
@@ -69,15 +70,20 @@ struct KvCache::Impl {
       c->v[l].narrow(2, 0, positions).copy_(v[l].narrow(2, 0, positions));
     }
     c->len = positions;
-    for (const std::vector<uint8_t>& m : keep) c->keep.emplace_back(m.begin(), m.begin() + positions);
+    for (const auto& seq : keep) {
+      c->keep.emplace_back();
+      for (const std::vector<uint8_t>& m : seq) c->keep.back().emplace_back(m.begin(), m.begin() + positions);
+    }
     c->Normalize();
     return c;
   }
 
   // Drops the masks when no sequence has an evicted position.
   void Normalize() {
-    for (const std::vector<uint8_t>& m : keep) {
-      if (std::find(m.begin(), m.end(), uint8_t{0}) != m.end()) return;
+    for (const auto& seq : keep) {
+      for (const std::vector<uint8_t>& m : seq) {
+        if (std::find(m.begin(), m.end(), uint8_t{0}) != m.end()) return;
+      }
     }
     keep.clear();
   }
@@ -96,14 +102,16 @@ KvGeometry KvCache::geometry() const {
   return {impl_->layers, impl_->kv_heads, impl_->len, impl_->head_dim};
 }
 
-const std::vector<uint8_t>& KvCache::keep_mask(int64_t b) const {
-  static const std::vector<uint8_t>* const kEmpty = new std::vector<uint8_t>();
-  if (!impl_ || impl_->keep.empty() || b < 0 || b >= impl_->batch) return *kEmpty;
-  return impl_->keep[b];
+std::vector<uint8_t> KvCache::keep_mask(int64_t b, int64_t layer) const {
+  if (!impl_ || impl_->keep.empty() || b < 0 || b >= impl_->batch || layer < 0 ||
+      layer >= impl_->layers) {
+    return {};
+  }
+  return impl_->keep[b][layer];
 }
 
-int64_t KvCache::evicted(int64_t b) const {
-  const std::vector<uint8_t>& m = keep_mask(b);
+int64_t KvCache::evicted(int64_t b, int64_t layer) const {
+  const std::vector<uint8_t> m = keep_mask(b, layer);
   return std::count(m.begin(), m.end(), uint8_t{0});
 }
 
@@ -112,17 +120,21 @@ absl::Status KvCache::SetKeepMask(absl::Span<const uint8_t> keep, int64_t b) {
   if (b < 0 || b >= impl_->batch) {
     return absl::OutOfRangeError(absl::StrCat("kv cache: sequence ", b, " of ", impl_->batch));
   }
-  if (!keep.empty() && static_cast<int64_t>(keep.size()) != impl_->len) {
-    return absl::InvalidArgumentError(absl::StrCat("kv cache: keep mask has ", keep.size(),
-                                                   " entries for ", impl_->len, " positions"));
+  const int64_t n = static_cast<int64_t>(keep.size()), S = impl_->len, L = impl_->layers;
+  const bool per_layer = n == L * S && L > 1;
+  if (n != 0 && n != S && !per_layer) {
+    return absl::InvalidArgumentError(absl::StrCat("kv cache: keep mask has ", n, " entries for ", S,
+                                                   " positions (want ", S, " or ", L, " x ", S, ")"));
   }
   if (impl_->keep.empty()) {
-    impl_->keep.assign(impl_->batch, std::vector<uint8_t>(impl_->len, 1));
+    impl_->keep.assign(impl_->batch, std::vector<std::vector<uint8_t>>(
+                                         L, std::vector<uint8_t>(static_cast<size_t>(S), 1)));
   }
-  if (keep.empty()) {
-    impl_->keep[b].assign(impl_->len, 1);
-  } else {
-    for (size_t i = 0; i < keep.size(); ++i) impl_->keep[b][i] = keep[i] != 0;
+  for (int64_t l = 0; l < L; ++l) {
+    std::vector<uint8_t>& m = impl_->keep[b][l];
+    for (int64_t i = 0; i < S; ++i) {
+      m[i] = n == 0 ? 1 : keep[per_layer ? l * S + i : i] != 0;
+    }
   }
   impl_->Normalize();
   return absl::OkStatus();
@@ -157,6 +169,27 @@ absl::Status KvCache::ExportF16(const MutableKvCacheView& out, int64_t b) const 
     }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("kv export: libtorch: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PrefillLayer::ExportF16(const MutableKvCacheView& out) const {
+  if (k == nullptr || v == nullptr || out.k.data == nullptr || out.v.data == nullptr ||
+      out.k.geom != out.v.geom || out.k.geom.heads != geom.heads || out.k.geom.tokens != geom.tokens ||
+      out.k.geom.head_dim != geom.head_dim || layer < 0 || layer >= out.k.geom.layers) {
+    return absl::InvalidArgumentError(absl::StrCat("prefill layer ", layer, " ", geom.ToString(),
+                                                   ": export target ", out.k.geom.ToString(),
+                                                   " does not fit"));
+  }
+  const size_t n = static_cast<size_t>(geom.layer_elements());
+  for (int which = 0; which < 2; ++which) {
+    const float* p = which == 0 ? k : v;
+    const MutableKvTensorView& dst = which == 0 ? out.k : out.v;
+    if (dst.dtype == DType::kBF16) {
+      FloatToBf16N(p, dst.layer(layer), n);
+    } else {
+      FloatToHalfN(p, dst.layer(layer), n);
+    }
   }
   return absl::OkStatus();
 }
@@ -425,14 +458,14 @@ absl::StatusOr<Logits> LlamaModel::Extend(KvCache* cache, absl::Span<const int32
   // libtorch reports failures (out of memory, internal shape errors) as exceptions; none may
   // leave the runner.
   try {
-    return ExtendImpl(cache, tokens, all_logits);
+    return ExtendImpl(cache, tokens, all_logits, /*on_layer=*/nullptr);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("model: libtorch: ", e.what()));
   }
 }
 
 absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const int32_t> tokens,
-                                              bool all_logits) const {
+                                              bool all_logits, const PrefillLayerFn* on_layer) const {
   const ModelConfig& c = config_;
   if (cache == nullptr || !cache->impl_) {
     return absl::FailedPreconditionError("model: the cache was not created by a model");
@@ -466,26 +499,41 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
   at::Tensor cos = ang.cos().to(w.opts.device(), w.opts.dtype());
   at::Tensor sin = ang.sin().to(w.opts.device(), w.opts.dtype());
 
-  // Additive attention mask [B or 1, 1, 1, T, S]: causal, plus evicted positions. None for one
-  // token with nothing evicted.
-  at::Tensor mask;
+  // Additive attention masks per layer, [B or 1, 1, 1, T, S]: causal, plus the layer's evicted
+  // positions; layers whose masks equal the previous layer's share its tensor. None for one token
+  // with nothing evicted.
+  std::vector<at::Tensor> masks(static_cast<size_t>(c.layers));
   if (T > 1 || !kv.keep.empty()) {
     const int64_t mb = kv.keep.empty() ? 1 : B;
-    at::Tensor m = at::zeros({mb, 1, 1, T, S}, at::TensorOptions().dtype(at::kFloat));
-    float* mp = m.data_ptr<float>();
+    auto same_as_previous = [&](int64_t l) {
+      if (kv.keep.empty()) return true;
+      for (int64_t b = 0; b < B; ++b) {
+        if (kv.keep[b][l] != kv.keep[b][l - 1]) return false;
+      }
+      return true;
+    };
     const float ninf = -std::numeric_limits<float>::infinity();
-    for (int64_t b = 0; b < mb; ++b) {
-      for (int64_t i = 0; i < T; ++i) {
-        float* row = mp + (b * T + i) * S;
-        for (int64_t j = S0 + i + 1; j < S; ++j) row[j] = ninf;
-        if (!kv.keep.empty()) {
-          for (int64_t j = 0; j < S0; ++j) {
-            if (kv.keep[b][j] == 0) row[j] = ninf;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      if (l > 0 && same_as_previous(l)) {
+        masks[l] = masks[l - 1];
+        continue;
+      }
+      at::Tensor m = at::zeros({mb, 1, 1, T, S}, at::TensorOptions().dtype(at::kFloat));
+      float* mp = m.data_ptr<float>();
+      for (int64_t b = 0; b < mb; ++b) {
+        for (int64_t i = 0; i < T; ++i) {
+          float* row = mp + (b * T + i) * S;
+          for (int64_t j = S0 + i + 1; j < S; ++j) row[j] = ninf;
+          if (!kv.keep.empty()) {
+            const std::vector<uint8_t>& keep = kv.keep[b][l];
+            for (int64_t j = 0; j < S0; ++j) {
+              if (keep[j] == 0) row[j] = ninf;
+            }
           }
         }
       }
+      masks[l] = m.to(w.opts.device());
     }
-    mask = m.to(w.opts.device());
   }
 
   std::vector<int64_t> ids(tokens.begin(), tokens.end());
@@ -506,11 +554,22 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
     k = ApplyRope(k, cos, sin, c.rope);  // [B, Hkv, T, D]
     kv.k[l].narrow(2, S0, T).copy_(k);
     kv.v[l].narrow(2, S0, T).copy_(v);
+    if (on_layer != nullptr && *on_layer) {
+      // The prompt's K and V of this layer, as ExportF16 reads them from the cache.
+      at::Tensor kf = kv.k[l].select(0, 0).narrow(1, 0, S).to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor vf = kv.v[l].select(0, 0).narrow(1, 0, S).to(at::kCPU, at::kFloat).contiguous();
+      PrefillLayer pl;
+      pl.layer = l;
+      pl.geom = {1, c.kv_heads, S, c.head_dim};
+      pl.k = kf.data_ptr<float>();
+      pl.v = vf.data_ptr<float>();
+      KVS_RETURN_IF_ERROR((*on_layer)(pl));
+    }
     at::Tensor K = kv.k[l].narrow(2, 0, S).unsqueeze(2);  // [B, Hkv, 1, S, D]
     at::Tensor V = kv.v[l].narrow(2, 0, S).unsqueeze(2);
     at::Tensor qg = q.reshape({B, c.kv_heads, group, T, c.head_dim});
     at::Tensor scores = at::matmul(qg, K.transpose(-1, -2)).to(at::kFloat) * scale;  // [B,Hkv,G,T,S]
-    if (mask.defined()) scores = scores + mask;
+    if (masks[l].defined()) scores = scores + masks[l];
     at::Tensor probs = at::softmax(scores, -1).to(w.opts.dtype());
     at::Tensor o = at::matmul(probs, V)  // [B, Hkv, G, T, D]
                        .reshape({B, c.heads, T, c.head_dim})
@@ -521,7 +580,9 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
     x = x + at::linear(at::silu(at::linear(h, L.w_gate)) * at::linear(h, L.w_up), L.w_down);
   }
   kv.len = S;
-  for (std::vector<uint8_t>& m : kv.keep) m.resize(static_cast<size_t>(S), 1);
+  for (auto& seq : kv.keep) {
+    for (std::vector<uint8_t>& m : seq) m.resize(static_cast<size_t>(S), 1);
+  }
 
   if (!all_logits) x = x.narrow(1, T - 1, 1);
   at::Tensor logits = at::linear(RmsNorm(x, w.out_norm, c.rms_eps), w.output)
@@ -535,11 +596,18 @@ absl::StatusOr<Logits> LlamaModel::ExtendImpl(KvCache* cache, absl::Span<const i
   return out;
 }
 
-absl::StatusOr<PrefillResult> LlamaModel::Prefill(absl::Span<const int32_t> tokens) const {
+absl::StatusOr<PrefillResult> LlamaModel::Prefill(absl::Span<const int32_t> tokens,
+                                                  const PrefillLayerFn& on_layer) const {
   PrefillResult r;
   r.cache = NewCache();
-  KVS_ASSIGN_OR_RETURN(Logits l, Extend(&r.cache, tokens, /*all_logits=*/false));
-  r.last_logits = std::move(l.data);
+  absl::StatusOr<Logits> l;
+  try {
+    l = ExtendImpl(&r.cache, tokens, /*all_logits=*/false, on_layer ? &on_layer : nullptr);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model: libtorch: ", e.what()));
+  }
+  if (!l.ok()) return l.status();
+  r.last_logits = std::move(l->data);
   return r;
 }
 

@@ -19,6 +19,8 @@
 // converts to and from fp16 buffers laid out as kvs::KvCacheView (common/tensor/kv.h), so codecs
 // can run on it, and it can carry a keep mask: positions with mask 0 are evicted and attention
 // ignores them (token pruning); their RoPE positions still count, so later tokens keep theirs.
+// A mask is one entry per position for every layer, or one per (layer, position) when a pruning
+// codec chose positions per layer slab (the data plane encodes each chunk of layers on its own).
 //
 // Thread-safety: a LlamaModel is immutable after Load(); its const methods may run concurrently
 // on distinct KvCache objects. A KvCache is not thread-safe. Load() sets libtorch's (process-wide)
@@ -26,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,10 +107,13 @@ class KvCache {
   int64_t tokens() const;
   // Geometry of one sequence: [L, H_kv, tokens(), D].
   KvGeometry geometry() const;
-  // One entry per position of sequence b, 1 = attended, 0 = evicted; empty when nothing is.
-  const std::vector<uint8_t>& keep_mask(int64_t b = 0) const;
-  int64_t evicted(int64_t b = 0) const;
-  // Replaces the keep mask of sequence b (tokens() entries, or empty for "keep all").
+  // Layer `layer`'s keep mask of sequence b: one entry per position, 1 = attended, 0 = evicted;
+  // empty when nothing is evicted in any layer of any sequence.
+  std::vector<uint8_t> keep_mask(int64_t b = 0, int64_t layer = 0) const;
+  // Positions of sequence b evicted in layer `layer`.
+  int64_t evicted(int64_t b = 0, int64_t layer = 0) const;
+  // Replaces the keep mask of sequence b: empty ("keep all"), tokens() entries (every layer the
+  // same), or layers x tokens() entries, layer-major (one mask per layer).
   absl::Status SetKeepMask(absl::Span<const uint8_t> keep, int64_t b = 0);
 
   // Writes sequence b's K and V as 16-bit floats into `out`, whose geometry must equal
@@ -131,6 +137,22 @@ struct PrefillResult {
   std::vector<float> last_logits;  // logits after the last prompt token
 };
 
+// One layer of a prompt's KV as Prefill computes it: K (after RoPE) and V, each fp32 [H_kv, S, D]
+// contiguous (the layout of one layer of the KV cache). Valid only during the callback.
+struct PrefillLayer {
+  int64_t layer = 0;
+  KvGeometry geom;  // {1, H_kv, S, D}
+  const float* k = nullptr;
+  const float* v = nullptr;
+
+  // Writes this layer into out.k.layer(layer) / out.v.layer(layer) as 16-bit floats (out's dtype),
+  // exactly as KvCache::ExportF16 writes it. out's geometry must be [L, H_kv, S, D].
+  absl::Status ExportF16(const MutableKvCacheView& out) const;
+};
+// Called by Prefill right after layer l's K and V are in the cache, before layer l+1 runs, for
+// l = 0 .. L-1 in order. An error stops the prefill and is returned.
+using PrefillLayerFn = std::function<absl::Status(const PrefillLayer&)>;
+
 class LlamaModel {
  public:
   // Reads the config and weights (any dtype GgufFile dequantises) and builds the model.
@@ -144,7 +166,10 @@ class LlamaModel {
   KvCache NewCache() const;
 
   // Runs the prompt from scratch: the KV cache of all its tokens and the last token's logits.
-  absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens) const;
+  // `on_layer`, when set, sees each layer's K and V as soon as they are computed (so a caller can
+  // ship layer l while layers l+1.. compute); the results are the same with or without it.
+  absl::StatusOr<PrefillResult> Prefill(absl::Span<const int32_t> tokens,
+                                        const PrefillLayerFn& on_layer = nullptr) const;
   // Appends T tokens to every sequence of `cache` (positions cache->tokens() onwards) in one
   // forward pass. `tokens` holds batch() x T ids, sequence-major. Returns their logits: every
   // position (batch() x T rows, sequence-major) when all_logits, else the last position of each
@@ -161,11 +186,12 @@ class LlamaModel {
   absl::StatusOr<Logits> Score(const KvCache& prefix, absl::Span<const int32_t> continuation) const;
 
   // Builds a cache from 16-bit K and V [L, H_kv, S, D] (geometry must match this model) and an
-  // optional keep mask of S entries (0 = evicted, masked out of attention).
+  // optional keep mask of S or L x S entries (0 = evicted, masked out of attention; see
+  // KvCache::SetKeepMask).
   absl::StatusOr<KvCache> ImportF16(const KvCacheView& kv,
                                     absl::Span<const uint8_t> keep_mask = {}) const;
   // Builds a batch cache, one sequence per view (all of one geometry); keep_masks is empty or has
-  // one entry per view (each empty or S entries).
+  // one entry per view (each empty, S or L x S entries).
   absl::StatusOr<KvCache> ImportF16Batch(absl::Span<const KvCacheView> kvs,
                                          absl::Span<const std::vector<uint8_t>> keep_masks) const;
 
@@ -173,7 +199,7 @@ class LlamaModel {
   struct Weights;
   LlamaModel();
   absl::StatusOr<Logits> ExtendImpl(KvCache* cache, absl::Span<const int32_t> tokens,
-                                    bool all_logits) const;
+                                    bool all_logits, const PrefillLayerFn* on_layer) const;
 
   ModelConfig config_;
   std::unique_ptr<Weights> w_;

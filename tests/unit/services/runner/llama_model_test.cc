@@ -227,6 +227,111 @@ TEST(LlamaModel, EvictedPositionsAreIgnoredByAttention) {
   EXPECT_EQ(pre.evicted(), 2);
 }
 
+TEST(LlamaModel, PerLayerKeepMasksHideOnlyTheirLayersPositions) {
+  const LlamaModel& m = *Get().model;
+  const std::vector<int32_t> prompt = Encode("Once upon a time, there was a little girl named Lily. She");
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult p, m.Prefill(prompt));
+  const KvGeometry g = p.cache.geometry();
+  ASSERT_GE(g.layers, 2);
+  std::vector<uint16_t> k, v;
+  KVS_ASSERT_OK(p.cache.ExportF16(&k, &v));
+  // Layer l evicts positions 2+l and 6+l (a different set per layer, as a pruning codec that
+  // encodes each layer slab on its own reports them).
+  std::vector<uint8_t> keep(static_cast<size_t>(g.layers * g.tokens), 1);
+  for (int64_t l = 0; l < g.layers; ++l) keep[l * g.tokens + 2 + l] = keep[l * g.tokens + 6 + l] = 0;
+  // Garbage only where a layer evicted the position: the logits must not see it.
+  std::vector<uint16_t> kg = k, vg = v;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-50.f, 50.f);
+  for (int64_t l = 0; l < g.layers; ++l) {
+    for (int64_t h = 0; h < g.heads; ++h) {
+      for (int64_t s : {2 + l, 6 + l}) {
+        for (int64_t d = 0; d < g.head_dim; ++d) {
+          const int64_t i = ((l * g.heads + h) * g.tokens + s) * g.head_dim + d;
+          kg[i] = FloatToHalf(u(rng));
+          vg[i] = FloatToHalf(u(rng));
+        }
+      }
+    }
+  }
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache clean, m.ImportF16(KvCacheView{{k.data(), g}, {v.data(), g}}, keep));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache dirty, m.ImportF16(KvCacheView{{kg.data(), g}, {vg.data(), g}}, keep));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache full, m.ImportF16(KvCacheView{{kg.data(), g}, {vg.data(), g}}));
+  for (int64_t l = 0; l < g.layers; ++l) {
+    EXPECT_EQ(clean.evicted(0, l), 2) << l;
+    const std::vector<uint8_t> ml = clean.keep_mask(0, l);
+    ASSERT_EQ(ml.size(), static_cast<size_t>(g.tokens));
+    EXPECT_EQ(ml[2 + l], 0) << l;
+    EXPECT_EQ(ml[6 + l], 0) << l;
+    EXPECT_EQ(ml[0], 1) << l;
+  }
+  const std::vector<int32_t> cont = {269, 352, 379};
+  KVS_ASSERT_OK_AND_ASSIGN(Logits lc, m.Score(clean, cont));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits ld, m.Score(dirty, cont));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits lf, m.Score(full, cont));
+  EXPECT_EQ(lc.data, ld.data);
+  EXPECT_GT(MaxRelDiff(ld.data, lf.data), 1e-3);  // unmasked, the garbage does change them
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<float> sc, m.Step(&clean, 269));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<float> sd, m.Step(&dirty, 269));
+  EXPECT_EQ(sc, sd);
+  EXPECT_EQ(clean.keep_mask(0, g.layers - 1).size(), static_cast<size_t>(g.tokens + 1));
+  // One mask per layer, all equal, is the same as the single broadcast mask.
+  std::vector<uint8_t> one(g.tokens, 1);
+  one[3] = one[5] = 0;
+  std::vector<uint8_t> tiled;
+  for (int64_t l = 0; l < g.layers; ++l) tiled.insert(tiled.end(), one.begin(), one.end());
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache a, m.ImportF16(KvCacheView{{k.data(), g}, {v.data(), g}}, one));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache b, m.ImportF16(KvCacheView{{k.data(), g}, {v.data(), g}}, tiled));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits la, m.Score(a, cont));
+  KVS_ASSERT_OK_AND_ASSIGN(Logits lb, m.Score(b, cont));
+  EXPECT_EQ(la.data, lb.data);
+  EXPECT_THAT(m.ImportF16(KvCacheView{{k.data(), g}, {v.data(), g}},
+                          std::vector<uint8_t>(static_cast<size_t>(g.tokens + 1), 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keep mask")));
+}
+
+TEST(LlamaModel, PrefillLayerCallbackSeesEveryLayerInOrderWithTheCachesBytes) {
+  const LlamaModel& m = *Get().model;
+  const std::vector<int32_t> prompt = Encode("Lily and Ben went to the park. They saw a big dog");
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult plain, m.Prefill(prompt));
+  const KvGeometry g = plain.cache.geometry();
+  std::vector<uint16_t> k, v;
+  KVS_ASSERT_OK(plain.cache.ExportF16(&k, &v));
+  // Exported layer by layer from the callback into a buffer pre-filled with a sentinel.
+  std::vector<uint16_t> lk(k.size(), 0x7e00), lv(v.size(), 0x7e00);
+  const MutableKvCacheView out{{lk.data(), g, DType::kF16}, {lv.data(), g, DType::kF16}};
+  std::vector<int64_t> seen;
+  KVS_ASSERT_OK_AND_ASSIGN(
+      PrefillResult layered, m.Prefill(prompt, [&](const PrefillLayer& pl) -> absl::Status {
+        EXPECT_EQ(pl.geom, (KvGeometry{1, g.heads, g.tokens, g.head_dim}));
+        // Later layers are not written yet.
+        if (pl.layer + 1 < g.layers) {
+          EXPECT_EQ(lk[(pl.layer + 1) * g.layer_elements()], 0x7e00);
+        }
+        seen.push_back(pl.layer);
+        return pl.ExportF16(out);
+      }));
+  std::vector<int64_t> want(g.layers);
+  for (int64_t l = 0; l < g.layers; ++l) want[l] = l;
+  EXPECT_EQ(seen, want);
+  EXPECT_EQ(lk, k);
+  EXPECT_EQ(lv, v);
+  EXPECT_EQ(layered.last_logits, plain.last_logits);
+  // A failing callback stops the prefill with its error.
+  int calls = 0;
+  EXPECT_THAT(m.Prefill(prompt, [&](const PrefillLayer&) {
+                return ++calls == 2 ? absl::CancelledError("client gone") : absl::OkStatus();
+              }),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("client gone")));
+  EXPECT_EQ(calls, 2);
+  const KvGeometry wrong{g.layers, g.heads, g.tokens + 1, g.head_dim};
+  std::vector<uint16_t> wb(static_cast<size_t>(wrong.elements()));
+  EXPECT_THAT(m.Prefill(prompt, [&](const PrefillLayer& pl) {
+                return pl.ExportF16(MutableKvCacheView{{wb.data(), wrong}, {wb.data(), wrong}});
+              }),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not fit")));
+}
+
 TEST(LlamaModel, BatchedSequencesMatchSingleRuns) {
   const LlamaModel& m = *Get().model;
   const std::vector<int32_t> prompt = Encode("Lily and Tom were playing in the park. They liked to play");
