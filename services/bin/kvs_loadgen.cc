@@ -4,6 +4,8 @@
 //   kvs-loadgen --target HOST:PORT --codecs identity,uniform_int8,kivi_2bit,cachegen \
 //               --check-against identity --json out.json --save-outputs texts.json
 //   kvs-loadgen --rate 20 --duration-s 30          # open loop, Poisson arrivals
+//   kvs-loadgen --codecs auto,identity,uniform_int8 --min-ta 0.95   # auto with a TA floor; the
+//                                                   # table says what auto resolved to
 //
 // Prints a table per codec (throughput, TTFT / handoff / TPOT percentiles, wire bytes, ratio,
 // token agreement). Exit status: 0 when every request succeeded, 3 when some failed, 1 when the

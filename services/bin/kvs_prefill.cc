@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,8 +96,26 @@ int main(int argc, char** argv) {
   const kvs::ModelConfig& mc = (*model)->config();
   kvs::KvGeometry chunk{std::min<int64_t>(o.layers_per_chunk, mc.layers), mc.kv_heads,
                         std::min<int64_t>(512, (*model)->max_context() - 1), mc.head_dim};
-  absl::StatusOr<std::unique_ptr<kvs::prefill::CodecPolicy>> policy =
-      kvs::prefill::CodecPolicy::Calibrate(registry, candidates, chunk, codec_pool.get(), o.auto_initial_gbps);
+  // Measured quality of the served model, else the fixed classes.
+  std::optional<kvs::prefill::QualityTable> quality;
+  if (!o.auto_quality_file.empty()) {
+    absl::StatusOr<kvs::prefill::QualityTable> q = kvs::prefill::QualityTable::Load(o.auto_quality_file);
+    if (!q.ok()) return Fail(q.status(), 2);
+    const std::string served = std::filesystem::path(o.model).filename().string();
+    const std::string measured = std::filesystem::path(q->model()).filename().string();
+    if (!measured.empty() && measured != served) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("auto_quality_file ", o.auto_quality_file, " measures ",
+                                                          measured, ", this kvs-prefill serves ", served)),
+                  2);
+    }
+    KVS_LOG_INFO("auto policy: quality of {} from {} ({} codecs)", served, o.auto_quality_file, q->size());
+    quality = *std::move(q);
+  } else {
+    KVS_LOG_INFO("auto policy: no auto_quality_file; fixed quality classes (lossy codecs meet no "
+                 "min_token_agreement floor)");
+  }
+  absl::StatusOr<std::unique_ptr<kvs::prefill::CodecPolicy>> policy = kvs::prefill::CodecPolicy::Calibrate(
+      registry, candidates, chunk, codec_pool.get(), o.auto_initial_gbps, quality ? &*quality : nullptr);
   if (!policy.ok()) {
     if (o.codec == "auto") return Fail(policy.status(), 1);
     KVS_LOG_WARN("auto codec disabled: {}", policy.status().ToString());

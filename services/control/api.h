@@ -92,6 +92,7 @@ struct GenerateParams {
   SamplingParams sampling;
   std::string codec;  // "" = the daemon's default; "auto" = the policy
   int32_t quality_floor = 0;
+  double min_token_agreement = 0;  // "auto": measured TA floor; 0 = unset
   std::string decode_target;       // "" = pick a configured peer
   std::optional<bool> pipelined;   // unset = the daemon's default
   bool chat = false;               // wrap the prompt in the model's chat template

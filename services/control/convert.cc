@@ -206,6 +206,7 @@ void ToProto(const GenerateParams& p, pb::GenerateRequest* r) {
   *r->mutable_sampling() = ToProto(p.sampling);
   r->mutable_codec()->set_name(p.codec);
   r->mutable_codec()->set_quality_floor(p.quality_floor);
+  r->mutable_codec()->set_min_token_agreement(p.min_token_agreement);
   r->set_decode_target(p.decode_target);
   if (p.pipelined.has_value()) r->set_pipelined(*p.pipelined);
   r->set_chat(p.chat);
@@ -226,6 +227,7 @@ absl::StatusOr<GenerateParams> FromProto(const pb::GenerateRequest& r) {
   p.sampling = FromProto(r.sampling());
   p.codec = r.codec().name();
   p.quality_floor = r.codec().quality_floor();
+  p.min_token_agreement = r.codec().min_token_agreement();
   p.decode_target = r.decode_target();
   if (r.has_pipelined()) p.pipelined = r.pipelined();
   p.chat = r.chat();

@@ -39,6 +39,8 @@ void BindLoadgenOptions(config::ConfigTable& t, LoadgenOptions* o) {
   t.Int("concurrency", &o->concurrency, "requests outstanding at most (closed loop: the clients)", 1, 4096);
   t.StringList("codecs", &o->codecs, "codecs to compare (each run with the same prompts)");
   t.String("check_against", &o->check_against, "report token agreement with this codec's outputs");
+  t.Double("min_ta", &o->min_ta, "auto: minimum measured token agreement of the chosen codec; 0 = unset", 0, 1);
+  t.Int("quality_floor", &o->quality_floor, "auto: minimum quality class (0 any .. 3 lossless)", 0, 3);
   t.Int("max_new_tokens", &o->max_new_tokens, "tokens to generate per request", 1, 1 << 20);
   t.Double("temperature", &o->temperature, "sampling temperature; 0 = greedy", 0, 100);
   t.Int("seed", &o->seed, "sampling seed", 0, INT64_MAX);
@@ -137,6 +139,8 @@ RequestResult RunOne(const LoadgenOptions& o, const std::string& codec, const st
   p.sampling.temperature = static_cast<float>(o.temperature);
   p.sampling.seed = static_cast<uint64_t>(o.seed);
   p.codec = codec;
+  p.min_token_agreement = o.min_ta;
+  p.quality_floor = static_cast<int32_t>(o.quality_floor);
   p.chat = o.chat && prompt.ids.empty();
   control::TokenSink sink = [&r](const control::TokenPiece& t) {
     r.tokens.push_back(t.token_id);
@@ -267,6 +271,7 @@ CodecSummary Summarize(const std::string& codec, std::vector<RequestResult> resu
     decompress += r.stats.decompress_ms;
     predicted += r.stats.predicted_handoff_ms;
     if (s.transport.empty()) s.transport = r.stats.transport;
+    ++s.resolved[r.stats.codec];
   }
   s.ttft_ms = ComputePercentiles(ttft);
   s.handoff_ms = ComputePercentiles(handoff);
@@ -368,12 +373,20 @@ std::string FormatTable(const LoadgenReport& r) {
                               s.tpot_ms.p50, s.tpot_ms.p99, s.wire_bytes_mean / 1024.0, s.ratio,
                               s.has_agreement ? absl::StrFormat("%.3f", s.token_agreement) : std::string("-")));
   }
-  absl::StrAppend(&out, absl::StrFormat("\n%-22s %10s %10s %10s %12s %12s %14s\n", "stage means (ms)", "prefill",
-                                        "encode", "wire", "decompress", "handoff p50", "predicted"));
+  absl::StrAppend(&out, absl::StrFormat("\n%-22s %10s %10s %10s %12s %12s %13s %14s\n", "stage means (ms)", "prefill",
+                                        "encode", "wire", "decompress", "handoff p50", "handoff mean", "predicted"));
   for (const CodecSummary& s : r.codecs) {
-    absl::StrAppend(&out, absl::StrFormat("%-22s %10.3f %10.3f %10.3f %12.3f %12.3f %14.3f\n", s.codec,
+    absl::StrAppend(&out, absl::StrFormat("%-22s %10.3f %10.3f %10.3f %12.3f %12.3f %13.3f %14.3f\n", s.codec,
                                           s.prefill_ms_mean, s.encode_ms_mean, s.wire_ms_mean,
-                                          s.decompress_ms_mean, s.handoff_ms.p50, s.predicted_handoff_ms_mean));
+                                          s.decompress_ms_mean, s.handoff_ms.p50, s.handoff_ms.mean,
+                                          s.predicted_handoff_ms_mean));
+  }
+  // What a policy codec ("auto") resolved to, per request.
+  for (const CodecSummary& s : r.codecs) {
+    if (s.resolved.empty() || (s.resolved.size() == 1 && s.resolved.begin()->first == s.codec)) continue;
+    std::vector<std::string> parts;
+    for (const auto& [name, n] : s.resolved) parts.push_back(absl::StrCat(name, " ", n));
+    absl::StrAppend(&out, s.codec, " resolved to: ", absl::StrJoin(parts, ", "), "\n");
   }
   for (const CodecSummary& s : r.codecs) {
     for (const std::string& e : s.error_samples) absl::StrAppend(&out, "  ", s.codec, " error: ", e, "\n");
@@ -404,6 +417,8 @@ std::string ToJson(const LoadgenReport& r, bool with_outputs) {
     c["handoff_ms_p50"] = s.handoff_ms.p50;
     c["handoff_ms_p90"] = s.handoff_ms.p90;
     c["handoff_ms_p99"] = s.handoff_ms.p99;
+    c["handoff_ms_mean"] = s.handoff_ms.mean;
+    c["resolved"] = s.resolved;
     c["tpot_ms_p50"] = s.tpot_ms.p50;
     c["tpot_ms_p99"] = s.tpot_ms.p99;
     c["latency_ms_p50"] = s.latency_ms.p50;

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct LoadgenOptions {
   int64_t concurrency = 4;
   // Codecs to compare, run one after another with the same prompts.
   std::vector<std::string> codecs = {"identity"};
+  // For "auto": the request's floors (min measured token agreement, 0 = unset; quality class).
+  double min_ta = 0;
+  int64_t quality_floor = 0;
   // Token agreement of every codec's output with this codec's (run first when listed later).
   std::string check_against;
   int64_t max_new_tokens = 32;
@@ -104,6 +108,8 @@ struct CodecSummary {
   double raw_bytes_mean = 0;
   double ratio = 0;  // Σraw / Σwire
   std::string transport;
+  // Successful requests per codec that carried the KV (for "auto": what it resolved to).
+  std::map<std::string, int64_t> resolved;
   // Against check_against (when set and both ran): mean token agreement over prompts (matching
   // positions / longer length) and the fraction of prompts with identical output.
   bool has_agreement = false;

@@ -2,12 +2,19 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/log/log.h"
 #include "common/status/status.h"
 #include "common/synth/synthetic_kv.h"
+#include "services/transfer/crc32c.h"
 
 namespace kvs::prefill {
 
@@ -18,16 +25,90 @@ int QualityClass(absl::string_view c) {
   return 0;
 }
 
-CodecPolicy::CodecPolicy(std::vector<CodecProfile> profiles, double initial_gbps)
-    : profiles_(std::move(profiles)), initial_gbps_(initial_gbps) {}
+namespace {
+
+bool IsFraction(const nlohmann::json& v) {
+  return v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() >= 0 && v.get<double>() <= 1;
+}
+
+}  // namespace
+
+absl::StatusOr<QualityTable> QualityTable::Parse(absl::string_view text, const std::string& source) {
+  const nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("quality file ", source, ": ", what));
+  };
+  if (j.is_discarded()) return bad("not valid JSON");
+  if (!j.is_object()) return bad("the top level is not a JSON object");
+  QualityTable t;
+  t.source_ = source;
+  if (j.contains("model")) {
+    const nlohmann::json& m = j["model"];
+    if (!m.is_object() || (m.contains("path") && !m["path"].is_string())) {
+      return bad("\"model\" must be an object with a string \"path\"");
+    }
+    if (m.contains("path")) t.model_ = m["path"].get<std::string>();
+  }
+  if (!j.contains("codecs") || !j["codecs"].is_array()) return bad("no \"codecs\" array");
+  const nlohmann::json& codecs = j["codecs"];
+  for (size_t i = 0; i < codecs.size(); ++i) {
+    const nlohmann::json& c = codecs[i];
+    const std::string at = absl::StrCat("codecs[", i, "]");
+    if (!c.is_object() || !c.contains("codec") || !c["codec"].is_string() || c["codec"].get<std::string>().empty()) {
+      return bad(absl::StrCat(at, ": needs a non-empty string \"codec\""));
+    }
+    const std::string name = c["codec"].get<std::string>();
+    const std::string where = absl::StrCat(at, " (", name, ")");
+    if (!c.contains("token_agreement")) {
+      if (c.contains("error")) continue;  // unavailable in that run
+      return bad(absl::StrCat(where, ": no \"token_agreement\""));
+    }
+    const nlohmann::json& ta = c["token_agreement"];
+    if (!ta.is_object() || !ta.contains("mean") || !IsFraction(ta["mean"])) {
+      return bad(absl::StrCat(where, ": token_agreement.mean must be a number in [0, 1]"));
+    }
+    CodecQuality q;
+    q.ta_mean = ta["mean"].get<double>();
+    if (ta.contains("ci95")) {
+      const nlohmann::json& ci = ta["ci95"];
+      if (!ci.is_array() || ci.size() != 2 || !IsFraction(ci[0]) || !IsFraction(ci[1]) ||
+          ci[0].get<double>() > ci[1].get<double>()) {
+        return bad(absl::StrCat(where, ": token_agreement.ci95 must be [low, high] in [0, 1]"));
+      }
+      q.ta_ci_low = ci[0].get<double>();
+    }
+    if (!t.codecs_.emplace(name, q).second) return bad(absl::StrCat(where, ": listed twice"));
+  }
+  if (t.codecs_.empty()) return bad("no codec with a token_agreement");
+  return t;
+}
+
+absl::StatusOr<QualityTable> QualityTable::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("quality file ", path, ": cannot be read"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return Parse(ss.str(), path);
+}
+
+std::optional<CodecQuality> QualityTable::Find(absl::string_view codec) const {
+  auto it = codecs_.find(codec);
+  if (it == codecs_.end()) return std::nullopt;
+  return it->second;
+}
+
+CodecPolicy::CodecPolicy(std::vector<CodecProfile> profiles, double initial_gbps, std::string quality_source)
+    : profiles_(std::move(profiles)), initial_gbps_(initial_gbps), quality_source_(std::move(quality_source)) {}
 
 absl::StatusOr<std::unique_ptr<CodecPolicy>> CodecPolicy::Calibrate(
     const CodecRegistry& registry, const std::vector<std::string>& candidates,
-    const KvGeometry& chunk, ThreadPool* pool, double initial_gbps) {
+    const KvGeometry& chunk, ThreadPool* pool, double initial_gbps, const QualityTable* quality) {
   using Clock = std::chrono::steady_clock;
   OwnedKv kv = MakeSyntheticKv(chunk, /*seed=*/7);
   OwnedKv out = OwnedKv::Zeros(chunk);
   const double raw_bits = 8.0 * static_cast<double>(chunk.raw_bytes());
+  const std::string source =
+      quality != nullptr ? absl::StrCat(quality->source(), " (TA: lower 95% CI bound, else mean)") : "fixed classes";
   std::vector<CodecProfile> profiles;
   for (const std::string& name : candidates) {
     absl::StatusOr<std::unique_ptr<Codec>> codec = registry.Create(name);
@@ -41,19 +122,23 @@ absl::StatusOr<std::unique_ptr<CodecPolicy>> CodecPolicy::Calibrate(
       continue;
     }
     std::vector<uint8_t> payload(*cap), ws((*codec)->WorkspaceBytes(chunk, pool));
-    // One warm-up, then the best of three (first touch and caches out of the way).
+    // One warm-up, then the best of three (first touch and caches out of the way). Encode and
+    // decode include the payload CRC, as the sender's and receiver's stages do.
     double enc_s = 1e30, dec_s = 1e30;
     size_t n = 0;
     absl::Status st;
+    uint32_t crc_sink = 0;
     for (int rep = 0; rep < 4 && st.ok(); ++rep) {
       auto t0 = Clock::now();
       absl::StatusOr<size_t> e = (*codec)->Encode(kv.view(), absl::MakeSpan(payload), absl::MakeSpan(ws), pool);
+      if (e.ok()) crc_sink ^= transfer::Crc32c(payload.data(), *e);
       auto t1 = Clock::now();
       if (!e.ok()) {
         st = e.status();
         break;
       }
       n = *e;
+      crc_sink ^= transfer::Crc32c(payload.data(), n);
       st = (*codec)->Decode(absl::MakeConstSpan(payload.data(), n), out.mutable_view(), absl::MakeSpan(ws), pool);
       auto t2 = Clock::now();
       if (rep > 0) {
@@ -61,6 +146,7 @@ absl::StatusOr<std::unique_ptr<CodecPolicy>> CodecPolicy::Calibrate(
         dec_s = std::min(dec_s, std::chrono::duration<double>(t2 - t1).count());
       }
     }
+    (void)crc_sink;
     if (!st.ok()) {
       KVS_LOG_WARN("auto policy: codec {} failed its self-benchmark: {}", name, st.ToString());
       continue;
@@ -71,66 +157,103 @@ absl::StatusOr<std::unique_ptr<CodecPolicy>> CodecPolicy::Calibrate(
     p.ratio = static_cast<double>(chunk.raw_bytes()) / static_cast<double>(std::max<size_t>(1, n));
     p.encode_gbps = raw_bits / std::max(enc_s, 1e-9) / 1e9;
     p.decode_gbps = raw_bits / std::max(dec_s, 1e-9) / 1e9;
-    KVS_LOG_INFO("auto policy: {} ratio {:.2f}, encode {:.2f} Gbit/s, decode {:.2f} Gbit/s, quality class {}",
-                 name, p.ratio, p.encode_gbps, p.decode_gbps, p.quality);
+    if (quality != nullptr) {
+      if (std::optional<CodecQuality> q = quality->Find(name)) p.token_agreement = q->ta();
+    }
+    KVS_LOG_INFO("auto policy: {} ratio {:.2f}, encode {:.2f} Gbit/s, decode {:.2f} Gbit/s ({} codec threads), "
+                 "quality class {}, TA {}",
+                 name, p.ratio, p.encode_gbps, p.decode_gbps, pool != nullptr ? pool->size() : 1, p.quality,
+                 p.token_agreement >= 0 ? absl::StrFormat("%.3f", p.token_agreement) : std::string("not measured"));
     profiles.push_back(p);
   }
   if (profiles.empty()) {
     return absl::FailedPreconditionError("auto policy: no candidate codec works on this build");
   }
-  return std::make_unique<CodecPolicy>(std::move(profiles), initial_gbps);
+  return std::make_unique<CodecPolicy>(std::move(profiles), initial_gbps, source);
 }
 
 void CodecPolicy::ObserveLink(const std::string& peer, double gbps) {
-  if (!(gbps > 0)) return;
+  if (!(gbps > 0) || !std::isfinite(gbps)) return;
   std::lock_guard<std::mutex> l(mu_);
-  auto it = link_gbps_.find(peer);
-  if (it == link_gbps_.end()) {
-    link_gbps_[peer] = gbps;
-  } else {
-    it->second = 0.7 * it->second + 0.3 * gbps;
-  }
+  Link& link = links_[peer];
+  link.gbps = link.observations == 0 ? gbps : 0.7 * link.gbps + 0.3 * gbps;
+  ++link.observations;
 }
 
 double CodecPolicy::LinkGbps(const std::string& peer) const {
   std::lock_guard<std::mutex> l(mu_);
-  auto it = link_gbps_.find(peer);
-  return it == link_gbps_.end() ? initial_gbps_ : it->second;
+  auto it = links_.find(peer);
+  return it == links_.end() ? initial_gbps_ : it->second.gbps;
 }
 
-absl::StatusOr<CodecPolicy::Choice> CodecPolicy::Choose(const std::string& peer,
-                                                       int64_t chunk_raw_bytes, int64_t chunks,
-                                                       int quality_floor) const {
-  if (quality_floor < 0 || quality_floor > 3) {
-    return absl::InvalidArgumentError(absl::StrCat("quality_floor ", quality_floor, " is outside [0, 3]"));
+int64_t CodecPolicy::LinkObservations(const std::string& peer) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = links_.find(peer);
+  return it == links_.end() ? 0 : it->second.observations;
+}
+
+absl::StatusOr<CodecPolicy::Choice> CodecPolicy::Choose(const std::string& peer, int64_t chunk_raw_bytes,
+                                                       int64_t chunks, const QualityFloor& floor,
+                                                       bool pipelined) const {
+  if (floor.quality_class < 0 || floor.quality_class > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quality_floor ", floor.quality_class, " is outside [0, 3]"));
   }
+  if (!(floor.min_token_agreement >= 0 && floor.min_token_agreement <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_token_agreement ", floor.min_token_agreement, " is outside [0, 1]"));
+  }
+  const int64_t observations = LinkObservations(peer);
   const double link = LinkGbps(peer);
   const double bits = 8.0 * static_cast<double>(chunk_raw_bytes);
-  const CodecProfile* best = nullptr;
-  double best_ms = 0;
+  const double n = static_cast<double>(std::max<int64_t>(1, chunks));
+  Choice ch;
+  ch.link_gbps = link;
+  std::vector<std::string> excluded;
   for (const CodecProfile& p : profiles_) {
-    if (p.quality < quality_floor) continue;
+    if (p.quality < floor.quality_class) {
+      excluded.push_back(absl::StrFormat("%s class %d", p.name, p.quality));
+      continue;
+    }
+    if (floor.min_token_agreement > 0) {
+      const double ta = p.token_agreement >= 0 ? p.token_agreement : (p.quality == 3 ? 1.0 : -1.0);
+      if (ta < floor.min_token_agreement) {
+        excluded.push_back(ta < 0 ? absl::StrCat(p.name, " TA not measured")
+                                   : absl::StrFormat("%s TA %.3f", p.name, ta));
+        continue;
+      }
+    }
     const double c = bits / (p.encode_gbps * 1e9) * 1e3;
     const double x = bits / p.ratio / (link * 1e9) * 1e3;
     const double d = bits / (p.decode_gbps * 1e9) * 1e3;
-    const double ms = (c + x + d) + static_cast<double>(std::max<int64_t>(0, chunks - 1)) * std::max({c, x, d});
-    if (best == nullptr || ms < best_ms) {
-      best = &p;
-      best_ms = ms;
-    }
+    const double ms = pipelined ? (c + x + d) + (n - 1) * std::max({c, x, d}) : n * (c + x + d);
+    ch.ranked.push_back({p.name, ms});
   }
-  if (best == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("auto: no candidate codec meets quality floor ", quality_floor));
+  std::string floor_text = absl::StrCat("quality floor ", floor.quality_class);
+  if (floor.min_token_agreement > 0) {
+    absl::StrAppend(&floor_text, absl::StrFormat(", min TA %.3f (%s)", floor.min_token_agreement, quality_source_));
   }
-  Choice ch;
-  ch.codec = best->name;
-  ch.predicted_ms = best_ms;
+  if (ch.ranked.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("auto: no candidate codec meets ", floor_text, " (",
+                                                      absl::StrJoin(excluded, ", "), ")"));
+  }
+  std::stable_sort(ch.ranked.begin(), ch.ranked.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.predicted_ms < b.predicted_ms; });
+  ch.codec = ch.ranked.front().codec;
+  ch.predicted_ms = ch.ranked.front().predicted_ms;
+  std::vector<std::string> top;
+  for (size_t i = 0; i < ch.ranked.size() && i < 4; ++i) {
+    top.push_back(absl::StrFormat("%s %.3f", ch.ranked[i].codec, ch.ranked[i].predicted_ms));
+  }
+  const CodecProfile& best = *std::find_if(profiles_.begin(), profiles_.end(),
+                                           [&](const CodecProfile& p) { return p.name == ch.codec; });
   ch.reason = absl::StrFormat(
-      "auto: %s predicted %.3f ms (ratio %.2f, encode %.1f / decode %.1f Gbit/s, link %.2f Gbit/s to %s, "
-      "quality class %d >= floor %d)",
-      best->name, best_ms, best->ratio, best->encode_gbps, best->decode_gbps, link, peer, best->quality,
-      quality_floor);
+      "auto: %s; predicted %s handoff ms: %s; link %.3f Gbit/s to %s (%s); %s (ratio %.2f, encode %.1f / decode "
+      "%.1f Gbit/s); %s%s",
+      ch.codec, pipelined ? "pipelined" : "sequential", absl::StrJoin(top, " < "), link, peer,
+      observations > 0 ? absl::StrCat("EWMA of ", observations, " transfers") : std::string("prior, none measured"),
+      ch.codec, best.ratio, best.encode_gbps, best.decode_gbps, floor_text,
+      excluded.empty() ? "" : absl::StrCat("; excluded: ", absl::StrJoin(excluded, ", ")));
   return ch;
 }
 

@@ -22,6 +22,8 @@ void BindPrefillOptions(config::ConfigTable& t, PrefillOptions* o) {
   t.StringList("auto_codecs", &o->auto_codecs, "codecs the auto policy chooses among");
   t.Double("auto_initial_gbps", &o->auto_initial_gbps,
            "auto: link rate assumed for a peer before any transfer was measured (Gbit/s)", 0.001, 1e5);
+  t.String("auto_quality_file", &o->auto_quality_file,
+           "auto: kvs-bench quality --json report of the served model; empty = fixed quality classes");
   t.Bool("pipelined", &o->pipelined, "layer-pipelined handoff by default");
   t.Int("layers_per_chunk", &o->layers_per_chunk, "layers per data-plane chunk", 1, 1 << 16);
   t.Int("encode_buffers", &o->encode_buffers, "encode buffers per transfer", 1, 1024);

@@ -38,10 +38,14 @@ struct PrefillOptions {
   // Codecs requests may name (and "auto" may pick); empty = every registered codec.
   std::vector<std::string> codecs;
   // "auto": candidates (empty = every allowed codec) and the link rate assumed before any
-  // transfer to a peer was measured (decimal Gbit/s).
-  std::vector<std::string> auto_codecs = {"identity", "lossless_lz4", "uniform_int8", "mixed_k8v4",
-                                          "uniform_int4", "cachegen", "kivi_2bit"};
+  // transfer to a peer was measured (decimal Gbit/s; after that, the EWMA of measured goodput).
+  std::vector<std::string> auto_codecs = {"identity",   "lossless_lz4", "uniform_int8", "fp8_e4m3",
+                                          "mixed_k8v4", "uniform_int4", "cachegen",     "kivi_2bit"};
   double auto_initial_gbps = 10;
+  // "auto": measured quality of the served model (a `kvs-bench quality --json` report, e.g.
+  // deploy/quality/SmolLM2-135M-Instruct.Q4_1.json); its model must be the served one. Empty =
+  // fixed quality classes (logged): lossy codecs then meet no min_token_agreement floor.
+  std::string auto_quality_file;
   // Layer-pipelined handoff by default (a chunk leaves while later ones are encoded / computed).
   bool pipelined = true;
   // Layers per chunk (the pipeline's unit).

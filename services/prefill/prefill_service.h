@@ -55,7 +55,8 @@ namespace kvs::prefill {
   COUNTER(kvs_prefill_kv_wire_bytes_total, "Bytes sent on the data plane, by codec")             \
   COUNTER(kvs_prefill_tokens_generated_total, "Tokens streamed to clients")                      \
   GAUGE(kvs_prefill_transport_info, "Data-plane transport in use (value 1), by kind and lane")   \
-  GAUGE(kvs_prefill_link_gbps, "Measured data-plane goodput EWMA per decode peer (Gbit/s)")
+  GAUGE(kvs_prefill_link_gbps, "Measured data-plane goodput EWMA per decode peer (Gbit/s)")        \
+  COUNTER(kvs_prefill_auto_choice_total, "Requests whose auto codec resolved to this codec")
 
 KVS_METRICS_STRUCT(PrefillMetrics, KVS_PREFILL_METRICS);
 
