@@ -86,6 +86,7 @@ struct Config {
   int64_t ucx_busy_poll_us = 50;
   std::string json;
   std::string log_level = "warn";
+  bool quiet = false;  // no progress lines, no table (library callers)
   // --role=recv only
   std::string transport;
 };
@@ -444,6 +445,7 @@ struct RunResult {
   bool pipelined = true;
   TransferStats stats;  // the median repeat
   double handoff_min_ms = 0, handoff_max_ms = 0;
+  std::vector<double> handoff_repeats_ms;  // every timed repeat, ascending
   int repeats = 0;
   bool verified = false;
   bool verify_checked = false;
@@ -524,6 +526,8 @@ nlohmann::json RunJson(const RunResult& r) {
   j["handoff_min_ms"] = r.handoff_min_ms;
   j["handoff_max_ms"] = r.handoff_max_ms;
   j["repeats"] = r.repeats;
+  j["handoff_repeats_ms"] = r.handoff_repeats_ms;
+  j["baseline_detail"] = r.baseline.note;
   j["goodput_gbps"] = s.goodput_gbps;
   j["wire_gbps"] = s.wire_gbps;
   j["baseline_gbps"] = r.baseline.gbps;
@@ -553,7 +557,8 @@ nlohmann::json RunJson(const RunResult& r) {
 
 absl::Status RunTransport(const Config& c, const std::string& transport, const KvGeometry& g, const OwnedKv& kv,
                           const std::vector<std::string>& codecs, const std::vector<bool>& modes,
-                          std::map<std::string, uint32_t>* expected_crc, std::vector<RunResult>* out) {
+                          std::map<std::string, uint32_t>* expected_crc, const TransferHooks& hooks,
+                          std::vector<RunResult>* out) {
   CodecRegistry registry = CodecRegistry::Builtin();
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<Codec> identity, registry.Create("identity"));
   KVS_ASSIGN_OR_RETURN(Session biggest, MakeSession(c, g, *identity, 1, {}));
@@ -572,7 +577,9 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
     if (!absl::SimpleAtod(c.baseline, &baseline.gbps)) return absl::InvalidArgumentError("--baseline");
     baseline.tool = "given";
   }
-  std::cerr << absl::StrFormat("[%s] baseline %.3f Gbit/s (%s)\n", transport, baseline.gbps, baseline.tool);
+  if (!c.quiet) {
+    std::cerr << absl::StrFormat("[%s] baseline %.3f Gbit/s (%s)\n", transport, baseline.gbps, baseline.tool);
+  }
 
   Child child;
   KVS_RETURN_IF_ERROR(child.Start(ChildCommand(c, transport, g)));
@@ -587,7 +594,7 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
   co.max_inflight_sends = static_cast<int>(std::max<int64_t>(2, c.encode_buffers));
   KVS_ASSIGN_OR_RETURN(std::unique_ptr<transfer::Connection> conn,
                        t->Connect(line.substr(9), co, absl::Seconds(30)));
-  std::cerr << absl::StrFormat("[%s] connected: %s\n", transport, conn->info().detail);
+  if (!c.quiet) std::cerr << absl::StrFormat("[%s] connected: %s\n", transport, conn->info().detail);
   std::unique_ptr<ThreadPool> pool = MakePool(c);
 
   for (const std::string& name : codecs) {
@@ -636,12 +643,14 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
       std::sort(timed.begin(), timed.end(),
                 [](const TransferStats& a, const TransferStats& b) { return a.handoff_ms < b.handoff_ms; });
       r.stats = timed[timed.size() / 2];
+      for (const TransferStats& t : timed) r.handoff_repeats_ms.push_back(t.handoff_ms);
       r.handoff_min_ms = timed.front().handoff_ms;
       r.handoff_max_ms = timed.back().handoff_ms;
       r.repeats = static_cast<int>(timed.size());
-      std::cerr << absl::StrFormat("[%s] %s %s: handoff %.1f ms (%.2f Gbit/s), wire %.1f ms, enc %.1f, dec %.1f\n",
+      if (!c.quiet) std::cerr << absl::StrFormat("[%s] %s %s: handoff %.1f ms (%.2f Gbit/s), wire %.1f ms, enc %.1f, dec %.1f\n",
                                    transport, name, pipelined ? "pipelined" : "sequential", r.stats.handoff_ms,
                                    r.stats.goodput_gbps, r.stats.wire_ms, r.stats.encode_ms, r.stats.decode_ms);
+      if (hooks.on_run) hooks.on_run(RunJson(r));
       out->push_back(std::move(r));
     }
   }
@@ -651,7 +660,7 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
   return absl::OkStatus();
 }
 
-absl::Status SendMain(const Config& c) {
+absl::StatusOr<nlohmann::json> SendMain(const Config& c, const TransferHooks& hooks) {
   KVS_ASSIGN_OR_RETURN(KvGeometry g, Geometry(c));
   std::string source;
   KVS_ASSIGN_OR_RETURN(OwnedKv kv, LoadKv(c, &g, &source));
@@ -668,30 +677,34 @@ absl::Status SendMain(const Config& c) {
     }
   }
   if (c.repeats < 1) return absl::InvalidArgumentError("--repeats must be >= 1");
-  std::cerr << absl::StrFormat("kvs-bench transfer: %s %s, %.1f MiB of K+V, %s\n", c.model, g.ToString(),
-                               g.raw_bytes() / 1048576.0, source);
+  if (!c.quiet) {
+    std::cerr << absl::StrFormat("kvs-bench transfer: %s %s, %.1f MiB of K+V, %s\n", c.model, g.ToString(),
+                                 g.raw_bytes() / 1048576.0, source);
+  }
   std::vector<RunResult> runs;
   std::map<std::string, uint32_t> expected;
   for (const std::string& t : transports) {
-    KVS_RETURN_IF_ERROR(RunTransport(c, t, g, kv, codecs, modes, &expected, &runs));
+    KVS_RETURN_IF_ERROR(RunTransport(c, t, g, kv, codecs, modes, &expected, hooks, &runs));
   }
-  PrintTable(runs, std::cout);
+  if (!c.quiet) PrintTable(runs, std::cout);
+  nlohmann::json j;
+  j["tool"] = "kvs-bench transfer";
+  j["model"] = c.geom.empty() && c.keys.empty() ? c.model : "custom";
+  j["geometry"] = {{"layers", g.layers}, {"heads", g.heads}, {"tokens", g.tokens}, {"head_dim", g.head_dim}};
+  j["input"] = source;
+  j["layers_per_chunk"] = c.layers_per_chunk;
+  j["tcp_streams"] = c.tcp_streams;
+  j["encode_buffers"] = c.encode_buffers;
+  j["recv_buffers"] = c.recv_buffers;
+  j["codec_threads"] = c.codec_threads;
+  j["recv_prefix"] = c.recv_prefix;
+  j["recv_host"] = c.recv_host;
+  j["hardware_threads"] = std::thread::hardware_concurrency();
+  j["warmup"] = c.warmup;
+  j["repeats"] = c.repeats;
+  j["runs"] = nlohmann::json::array();
+  for (const RunResult& r : runs) j["runs"].push_back(RunJson(r));
   if (!c.json.empty()) {
-    nlohmann::json j;
-    j["tool"] = "kvs-bench transfer";
-    j["model"] = c.geom.empty() ? c.model : "custom";
-    j["geometry"] = {{"layers", g.layers}, {"heads", g.heads}, {"tokens", g.tokens}, {"head_dim", g.head_dim}};
-    j["input"] = source;
-    j["layers_per_chunk"] = c.layers_per_chunk;
-    j["tcp_streams"] = c.tcp_streams;
-    j["encode_buffers"] = c.encode_buffers;
-    j["recv_buffers"] = c.recv_buffers;
-    j["codec_threads"] = c.codec_threads;
-    j["recv_prefix"] = c.recv_prefix;
-    j["recv_host"] = c.recv_host;
-    j["hardware_threads"] = std::thread::hardware_concurrency();
-    j["runs"] = nlohmann::json::array();
-    for (const RunResult& r : runs) j["runs"].push_back(RunJson(r));
     if (c.json == "-") {
       std::cout << j.dump(2) << "\n";
     } else {
@@ -705,46 +718,67 @@ absl::Status SendMain(const Config& c) {
       return absl::DataLossError(absl::StrCat(r.transport, " ", r.codec, ": received KV differs from local decode"));
     }
   }
-  return absl::OkStatus();
+  return j;
+}
+
+void AddFlags(ArgParser* p, Config* c) {
+  p->AddString("model", &c->model, "geometry preset (llama-3.1-8b, qwen2.5-7b, llama-3.1-70b, ...)");
+  p->AddInt("tokens", &c->tokens, "tokens S");
+  p->AddString("geom", &c->geom, "L,H,S,D (overrides --model/--tokens)");
+  p->AddString("keys", &c->keys, "K as an fp16 [L,H,S,D] .npy (default: synthetic KV of realistic structure)");
+  p->AddString("values", &c->values, "V as an fp16 [L,H,S,D] .npy");
+  p->AddString("codecs", &c->codecs, "comma list of codecs");
+  p->AddString("transports", &c->transports, "comma list: tcp, ucx-tcp, ucx-shm");
+  p->AddString("modes", &c->modes, "comma list: pipelined, sequential");
+  p->AddInt("layers-per-chunk", &c->layers_per_chunk, "layers per chunk (chunk size)");
+  p->AddInt("repeats", &c->repeats, "timed transfers per codec and mode (the median is reported)");
+  p->AddInt("warmup", &c->warmup, "untimed transfers first");
+  p->AddInt("tcp-streams", &c->tcp_streams, "parallel TCP connections (also iperf3 -P)");
+  p->AddInt("socket-buffer", &c->socket_buffer, "SO_SNDBUF/SO_RCVBUF bytes (0: kernel auto-tuning)");
+  p->AddInt("encode-buffers", &c->encode_buffers, "sender encode buffers (pipelined)");
+  p->AddInt("recv-buffers", &c->recv_buffers, "receiver buffers (pipelined)");
+  p->AddInt("codec-threads", &c->codec_threads, "threads per encode/decode (1: the stage's own thread)");
+  p->AddString("baseline", &c->baseline, "auto (iperf3 / ucx_perftest), none, or a link rate in Gbit/s");
+  p->AddDouble("baseline-seconds", &c->baseline_seconds, "iperf3 duration");
+  p->AddInt("baseline-port", &c->baseline_port, "iperf3 port (ucx_perftest uses the next one)");
+  p->AddString("recv-prefix", &c->recv_prefix, "command prefix for the receiver side, e.g. 'ip netns exec kvsB'");
+  p->AddString("recv-host", &c->recv_host, "address the receiver listens on");
+  p->AddString("ucx-devices", &c->ucx_devices, "sender UCX_NET_DEVICES (default: lo on loopback)");
+  p->AddString("recv-ucx-devices", &c->recv_ucx_devices, "receiver UCX_NET_DEVICES");
+  p->AddBool("verify", &c->verify, "check the received KV against a local encode/decode");
+  p->AddBool("zero-copy", &c->zero_copy, "identity: send from the KV and receive in place (both sides)");
+  p->AddInt("ucx-busy-poll-us", &c->ucx_busy_poll_us, "UCX progress thread: polling time before it sleeps");
+  p->AddString("json", &c->json, "write results JSON to this file ('-' for stdout)");
+  p->AddString("log-level", &c->log_level, "error, warn, info, debug");
+  p->AddString("role", &c->role, "internal: send (default) or recv");
+  p->AddString("transport", &c->transport, "internal (--role recv): the transport to serve");
+  p->AddBool("quiet", &c->quiet, "no progress lines and no table");
 }
 
 }  // namespace
+
+absl::StatusOr<nlohmann::json> RunTransfer(const std::vector<std::string>& args, const TransferHooks& hooks) {
+  Config c;
+  c.quiet = true;
+  ArgParser p("kvs-bench transfer", "");
+  AddFlags(&p, &c);
+  std::vector<char*> argv;
+  std::string self = "kvs-bench transfer";
+  argv.push_back(self.data());
+  std::vector<std::string> copy = args;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  KVS_RETURN_IF_ERROR(p.Parse(static_cast<int>(copy.size() + 1), argv.data()));
+  if (c.role != "send") return absl::InvalidArgumentError("RunTransfer: sender side only");
+  return SendMain(c, hooks);
+}
 
 int RunTransferBench(int argc, char** argv) {
   Config c;
   ArgParser p("kvs-bench transfer",
               "Measured KV transfer (sender here, receiver in a second process) over TCP / UCX, "
               "beside the raw link (iperf3 / ucx_perftest) and the analytic model of CODECS.md §5.");
-  p.AddString("model", &c.model, "geometry preset (llama-3.1-8b, qwen2.5-7b, llama-3.1-70b, ...)");
-  p.AddInt("tokens", &c.tokens, "tokens S");
-  p.AddString("geom", &c.geom, "L,H,S,D (overrides --model/--tokens)");
-  p.AddString("keys", &c.keys, "K as an fp16 [L,H,S,D] .npy (default: synthetic KV of realistic structure)");
-  p.AddString("values", &c.values, "V as an fp16 [L,H,S,D] .npy");
-  p.AddString("codecs", &c.codecs, "comma list of codecs");
-  p.AddString("transports", &c.transports, "comma list: tcp, ucx-tcp, ucx-shm");
-  p.AddString("modes", &c.modes, "comma list: pipelined, sequential");
-  p.AddInt("layers-per-chunk", &c.layers_per_chunk, "layers per chunk (chunk size)");
-  p.AddInt("repeats", &c.repeats, "timed transfers per codec and mode (the median is reported)");
-  p.AddInt("warmup", &c.warmup, "untimed transfers first");
-  p.AddInt("tcp-streams", &c.tcp_streams, "parallel TCP connections (also iperf3 -P)");
-  p.AddInt("socket-buffer", &c.socket_buffer, "SO_SNDBUF/SO_RCVBUF bytes (0: kernel auto-tuning)");
-  p.AddInt("encode-buffers", &c.encode_buffers, "sender encode buffers (pipelined)");
-  p.AddInt("recv-buffers", &c.recv_buffers, "receiver buffers (pipelined)");
-  p.AddInt("codec-threads", &c.codec_threads, "threads per encode/decode (1: the stage's own thread)");
-  p.AddString("baseline", &c.baseline, "auto (iperf3 / ucx_perftest), none, or a link rate in Gbit/s");
-  p.AddDouble("baseline-seconds", &c.baseline_seconds, "iperf3 duration");
-  p.AddInt("baseline-port", &c.baseline_port, "iperf3 port (ucx_perftest uses the next one)");
-  p.AddString("recv-prefix", &c.recv_prefix, "command prefix for the receiver side, e.g. 'ip netns exec kvsB'");
-  p.AddString("recv-host", &c.recv_host, "address the receiver listens on");
-  p.AddString("ucx-devices", &c.ucx_devices, "sender UCX_NET_DEVICES (default: lo on loopback)");
-  p.AddString("recv-ucx-devices", &c.recv_ucx_devices, "receiver UCX_NET_DEVICES");
-  p.AddBool("verify", &c.verify, "check the received KV against a local encode/decode");
-  p.AddBool("zero-copy", &c.zero_copy, "identity: send from the KV and receive in place (both sides)");
-  p.AddInt("ucx-busy-poll-us", &c.ucx_busy_poll_us, "UCX progress thread: polling time before it sleeps");
-  p.AddString("json", &c.json, "write results JSON to this file ('-' for stdout)");
-  p.AddString("log-level", &c.log_level, "error, warn, info, debug");
-  p.AddString("role", &c.role, "internal: send (default) or recv");
-  p.AddString("transport", &c.transport, "internal (--role recv): the transport to serve");
+  AddFlags(&p, &c);
   absl::Status s = p.Parse(argc, argv);
   if (!s.ok()) {
     std::cerr << s.message() << "\n";
@@ -756,9 +790,9 @@ int RunTransferBench(int argc, char** argv) {
   }
   ConfigureLogging(c.log_level);
   if (c.role == "recv") return RecvMain(c);
-  s = SendMain(c);
-  if (!s.ok()) {
-    std::cerr << "kvs-bench transfer: " << s.ToString() << "\n";
+  absl::StatusOr<nlohmann::json> j = SendMain(c, {});
+  if (!j.ok()) {
+    std::cerr << "kvs-bench transfer: " << j.status().ToString() << "\n";
     return 1;
   }
   return 0;

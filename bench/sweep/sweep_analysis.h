@@ -1,0 +1,59 @@
+// bench/sweep/sweep_analysis.h — the arithmetic of `kvs-bench sweep`, apart from any measuring:
+// repeat statistics, measured-vs-analytic deviation and the measured break-even bandwidth.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kvs::bench {
+
+// Order statistics of a point's timed repeats. The median is the transfer bench's: the element
+// at size/2 of the sorted repeats (the upper median for an even count). Quartiles interpolate
+// linearly between order statistics (numpy's default).
+struct Spread {
+  double median = 0, min = 0, max = 0, q1 = 0, q3 = 0;
+  int n = 0;
+};
+Spread Summarize(std::vector<double> values);
+
+// (measured − analytic) / analytic; NaN when analytic <= 0 (no model).
+double RelativeDeviation(double measured, double analytic);
+
+// One link rate of a (model, tokens, codec, mode) series: the measured handoff of raw identity and
+// of the codec on the same link, in the same run.
+struct RatePoint {
+  std::string label;      // "1gbit", "veth", ...
+  double link_gbps = 0;   // the link rate measured there (iperf3)
+  double raw_ms = 0;      // identity's median handoff
+  double codec_ms = 0;    // the codec's median handoff
+};
+
+// Break-even bandwidth B*: the link rate above which sending compressed is no longer faster than
+// sending raw identity. Measured, B* is bracketed by the grid: `lo` is the highest measured rate at
+// which the codec is faster (speed-up raw/codec > 1) and `hi` the next measured rate, where it is
+// not. The estimate interpolates the speed-up linearly in log(rate) between the two.
+//   kBracketed: lo < B* <= hi.
+//   kAboveAll:  faster at every measured rate: B* > the highest rate (lo = that rate).
+//   kBelowAll:  never faster: B* < the lowest rate (hi = that rate).
+//   kEmpty:     no usable point.
+// `monotone` is false when some rate below `lo` already had speed-up <= 1 (noise or a real dip);
+// the bracket still uses the highest faster rate.
+struct BreakEven {
+  enum class Kind { kEmpty, kBracketed, kAboveAll, kBelowAll };
+  Kind kind = Kind::kEmpty;
+  double lo_gbps = 0, hi_gbps = 0, estimate_gbps = 0;
+  std::string lo_label, hi_label;
+  bool monotone = true;
+};
+BreakEven FindBreakEven(std::vector<RatePoint> points);
+const char* BreakEvenKindName(BreakEven::Kind kind);
+
+// The paper's analytic break-even (CODECS.md §5.5, eq. 1) for sequential compress → send → decompress:
+// compressing pays iff t_c + t_d < (1 − 1/r)·|C|/B, so B* = 8·(1 − 1/r) / (1/enc + 1/dec) Gbit/s with
+// encode/decode throughputs in GB/s of uncompressed bytes. Pipelined (stages overlap, the slowest
+// one sets the pace): compressed is faster iff max(t_c, t_d, |C|/(r·B)) < |C|/B, so
+// B* = 8·min(enc, dec) Gbit/s for r > 1. Both return 0 when r <= 1 or a throughput is not positive.
+double AnalyticBreakEvenSequentialGbps(double ratio, double encode_gbps, double decode_gbps);
+double AnalyticBreakEvenPipelinedGbps(double ratio, double encode_gbps, double decode_gbps);
+
+}  // namespace kvs::bench
