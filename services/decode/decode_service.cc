@@ -38,6 +38,9 @@ struct DecodeService::SessionState {
   control::TransportKind transport = control::TransportKind::kTcp;
   std::unique_ptr<transfer::Listener> listener;
   std::vector<uint16_t> k, v;  // the destination KV, [L, H, S, D] fp16 each
+  // The received keep mask, [L, S] (0 = a pruning codec evicted the position in that layer).
+  // Written by the receiver thread before it publishes Rx::kReady, like k and v.
+  std::vector<uint8_t> keep;
   absl::Duration lease;
   std::thread receiver;
   std::mutex join_mu;  // serializes joining `receiver`
@@ -296,7 +299,7 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   ro.pipelined = options_.pipelined;
   ro.codec_pool = deps_.codec_pool;
   transfer::KvReceiver rx(conn.get(), &gate_, s->codec.get(), ro);
-  absl::StatusOr<transfer::TransferStats> stats = rx.Receive(session, s->dest());
+  absl::StatusOr<transfer::TransferStats> stats = rx.Receive(session, s->dest(), &s->keep);
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->conn = nullptr;
@@ -440,10 +443,20 @@ absl::StatusOr<RequestStats> DecodeService::Generate(SessionState& s, const cont
     rx = s.rx_stats;
   }
   KvCacheView view = s.dest();
-  absl::StatusOr<KvCache> cache = model.model().ImportF16(view);
+  if (deps_.on_kv_received) deps_.on_kv_received(view, s.keep);
+  // Pruned positions stay out of attention (per layer, as each chunk's payload chose them)
+  // instead of being attended as zeros.
+  const int64_t evicted = std::count(s.keep.begin(), s.keep.end(), uint8_t{0});
+  absl::StatusOr<KvCache> cache =
+      model.model().ImportF16(view, evicted > 0 ? absl::MakeConstSpan(s.keep) : absl::Span<const uint8_t>());
   if (!cache.ok()) return Annotate(cache.status(), "importing the received KV");
+  if (evicted > 0) {
+    KVS_LOG_DEBUG("session {}: {} of {} (layer, position) entries evicted by {}, masked out of attention", s.id,
+                  evicted, s.keep.size(), rx.codec);
+  }
   std::vector<uint16_t>().swap(s.k);  // the model holds its own copy now
   std::vector<uint16_t>().swap(s.v);
+  std::vector<uint8_t>().swap(s.keep);
 
   Sampler sampler = control::MakeSampler(p.sampling.temperature, p.sampling.top_p, p.sampling.seed,
                                          /*skip=*/1);

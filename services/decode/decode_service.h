@@ -78,6 +78,9 @@ struct DecodeDeps {
   ThreadPool* codec_pool = nullptr;  // threads for codec Decode (null: the receiver thread)
   DecodeMetrics* metrics = nullptr;
   std::function<absl::Time()> clock;  // default absl::Now
+  // Tests and debugging: sees each session's received KV and keep mask ([L, S], 0 = evicted)
+  // just before Resume imports them into the model.
+  std::function<void(const KvCacheView& kv, absl::Span<const uint8_t> keep_mask)> on_kv_received;
   std::string version;
 };
 

@@ -465,7 +465,8 @@ KvReceiver::KvReceiver(Connection* conn, FrameGate* gate, const Codec* codec, Re
     : conn_(conn), gate_(gate), codec_(codec), options_(options) {}
 
 absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
-                                                  const MutableKvCacheView& dest) {
+                                                  const MutableKvCacheView& dest,
+                                                  std::vector<uint8_t>* keep_mask) {
   KVS_RETURN_IF_ERROR(ValidateKv(dest));
   KVS_RETURN_IF_ERROR(CheckKvMatchesSession(dest.geom(), dest.k.dtype, session, *codec_));
   gate_->Register(std::make_shared<Session>(session));
@@ -505,6 +506,11 @@ absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
   stats.pipelined = options_.pipelined;
   stats.chunk_timings.resize(n);
   std::vector<bool> seen(n, false);
+  // The keep mask: every position kept until a pruning codec's payload says otherwise.
+  const int64_t S = session.geom.tokens;
+  const bool want_mask = keep_mask != nullptr && codec_->info().prunes;
+  std::vector<uint8_t> chunk_mask(want_mask ? static_cast<size_t>(S) : 0);
+  if (keep_mask != nullptr) keep_mask->assign(static_cast<size_t>(session.geom.layers * S), 1);
   std::vector<ReceivedFrame> held;  // sequential mode only
   if (!options_.pipelined) held.reserve(n);
   int64_t first_ns = 0;
@@ -531,8 +537,18 @@ absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
     KVS_RETURN_IF_ERROR(VerifyPayloadCrc(h, f.bytes()));
     KVS_RETURN_IF_ERROR(Annotate(
         codec_->Decode(f.bytes(), dest.Layers(h.layer_begin, h.layer_end),
-                       absl::MakeSpan(workspace_.data(), ws_bytes), options_.codec_pool),
+                       absl::MakeSpan(workspace_.data(), ws_bytes), options_.codec_pool,
+                       absl::MakeSpan(chunk_mask)),
         absl::StrCat("decode chunk ", h.chunk_index)));
+    if (want_mask) {
+      if (std::find(chunk_mask.begin(), chunk_mask.end(), uint8_t{1}) == chunk_mask.end()) {
+        return absl::DataLossError(
+            absl::StrCat("chunk ", h.chunk_index, ": the payload's keep mask evicts every position"));
+      }
+      for (uint32_t l = h.layer_begin; l < h.layer_end; ++l) {
+        std::copy(chunk_mask.begin(), chunk_mask.end(), keep_mask->begin() + static_cast<int64_t>(l) * S);
+      }
+    }
     t.decode_end_ns = MonotonicNowNs();
     f.payload.Reset();
     return absl::OkStatus();

@@ -12,6 +12,7 @@
 //   // decode side (after OpenSession registered `session` in `gate`):
 //   KvReceiver rx(conn.get(), codec.get(), {});
 //   KVS_ASSIGN_OR_RETURN(TransferStats rs, rx.Receive(session, dest_kv));
+//   // pruning codecs: rx.Receive(session, dest_kv, &keep) also yields the evicted positions
 //   // prefill side:
 //   KvSender tx(conn.get(), codec.get(), {});
 //   KVS_ASSIGN_OR_RETURN(TransferStats ts, tx.Send(session, kv));        // all layers ready
@@ -183,7 +184,12 @@ class KvReceiver {
   // then sends kDone. The session must be registered in the gate before the sender starts (as
   // OpenSession does); Receive registers it too. On any failure (peer loss, CRC mismatch, bad
   // frame) `dest` is unspecified, kAbort is sent when possible and the error returned.
-  absl::StatusOr<TransferStats> Receive(const Session& session, const MutableKvCacheView& dest);
+  // `keep_mask`, when not null, receives the decoded keep mask: L x S entries (session.geom),
+  // layer-major; entry (l, s) is 0 when the payload of the chunk holding layer l evicted token
+  // position s (pruning codecs in PruneFill::kMask, CODECS.md §0), else 1. A chunk whose mask
+  // keeps no position fails the transfer (DataLoss).
+  absl::StatusOr<TransferStats> Receive(const Session& session, const MutableKvCacheView& dest,
+                                        std::vector<uint8_t>* keep_mask = nullptr);
 
  private:
   Connection* conn_;

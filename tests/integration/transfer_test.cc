@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -88,11 +89,11 @@ class TransferTest : public ::testing::TestWithParam<TransportCase> {
 
   Outcome Transfer(const Session& s, const Codec& codec, const KvCacheView& src,
                    const MutableKvCacheView& dst, SenderOptions so = {}, ReceiverOptions ro = {},
-                   LayerProgress* progress = nullptr) {
+                   LayerProgress* progress = nullptr, std::vector<uint8_t>* keep_mask = nullptr) {
     Outcome out;
     ro.abort_drain = absl::Seconds(5);
     KvReceiver receiver(link_.rx_faulty.get(), &link_.rx_gate, &codec, ro);
-    std::thread rx_thread([&] { out.rx = receiver.Receive(s, dst); });
+    std::thread rx_thread([&] { out.rx = receiver.Receive(s, dst, keep_mask); });
     KvSender sender(link_.tx_faulty.get(), &link_.tx_gate, &codec, so);
     out.tx = sender.Send(s, src, progress);
     if (!out.tx.ok()) link_.tx->Close();  // as a failed prefill would: the receiver stops draining
@@ -166,7 +167,7 @@ TEST_P(TransferTest, IdentityArrivesBitExactPipelinedAndSequential) {
 TEST_P(TransferTest, EveryCodecDecodesLikeLocalEncodeDecode) {
   OwnedKv src = MakeSyntheticKv(geom_, 23);
   bool connected = false;
-  int codecs_run = 0;
+  int codecs_run = 0, pruning_run = 0;
   for (const std::string& name : registry_.Names()) {
     auto codec = registry_.Create(name);
     if (absl::IsUnimplemented(codec.status())) continue;  // not landed yet
@@ -182,8 +183,9 @@ TEST_P(TransferTest, EveryCodecDecodesLikeLocalEncodeDecode) {
       connected = true;
     }
     link_.rx_gate.Register(std::make_shared<Session>(*session));
-    // Expected: each chunk encoded and decoded locally, streaming mode.
+    // Expected: each chunk encoded and decoded locally, streaming mode; its keep mask per layer.
     OwnedKv expected = OwnedKv::Zeros(geom_);
+    std::vector<uint8_t> expected_mask;
     bool local_ok = true;
     for (const ChunkSpec& c : session->chunks) {
       auto payload = EncodeToVector(**codec, src.view().Layers(c.layer_begin, c.layer_end), nullptr);
@@ -192,21 +194,33 @@ TEST_P(TransferTest, EveryCodecDecodesLikeLocalEncodeDecode) {
         break;
       }
       ASSERT_THAT(payload, IsOk()) << name;
+      std::vector<uint8_t> mask(static_cast<size_t>(geom_.tokens));
       ASSERT_THAT(DecodeFromVector(**codec, *payload,
-                                   expected.mutable_view().Layers(c.layer_begin, c.layer_end), nullptr),
+                                   expected.mutable_view().Layers(c.layer_begin, c.layer_end), nullptr,
+                                   absl::MakeSpan(mask)),
                   IsOk()) << name;
+      for (uint32_t l = c.layer_begin; l < c.layer_end; ++l) {
+        expected_mask.insert(expected_mask.end(), mask.begin(), mask.end());
+      }
     }
     if (!local_ok) continue;
     OwnedKv dst = OwnedKv::Zeros(geom_);
-    Outcome o = Transfer(*session, **codec, src.view(), dst.mutable_view());
+    std::vector<uint8_t> got_mask;
+    Outcome o = Transfer(*session, **codec, src.view(), dst.mutable_view(), {}, {}, nullptr, &got_mask);
     ASSERT_THAT(o.tx, IsOk()) << name;
     ASSERT_THAT(o.rx, IsOk()) << name;
     EXPECT_EQ(dst.k, expected.k) << name;
     EXPECT_EQ(dst.v, expected.v) << name;
+    // The receiver's keep mask is the local decode's, layer by layer; pruning codecs evict half.
+    EXPECT_EQ(got_mask, expected_mask) << name;
+    const int64_t evicted = std::count(got_mask.begin(), got_mask.end(), uint8_t{0});
+    EXPECT_EQ(evicted, (**codec).info().prunes ? geom_.layers * (geom_.tokens - geom_.tokens / 2) : 0) << name;
+    if ((**codec).info().prunes) ++pruning_run;
     EXPECT_GT(o.tx->ratio, 0.0) << name;
     ++codecs_run;
   }
   EXPECT_GE(codecs_run, 3);  // identity and the two lossless codecs at least
+  EXPECT_EQ(pruning_run, 2);  // topk_prune_50 and cascade_prune50_int4
 }
 
 TEST_P(TransferTest, LayerSlabsLeaveAsTheProducerMarksThemReady) {
