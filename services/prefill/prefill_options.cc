@@ -24,7 +24,9 @@ void BindPrefillOptions(config::ConfigTable& t, PrefillOptions* o) {
            "auto: link rate assumed for a peer before any transfer was measured (Gbit/s)", 0.001, 1e5);
   t.String("auto_quality_file", &o->auto_quality_file,
            "auto: kvs-bench quality --json report of the served model; empty = fixed quality classes");
-  t.Bool("pipelined", &o->pipelined, "layer-pipelined handoff by default");
+  t.Bool("pipelined", &o->pipelined, "chunk pipeline (encode | wire | decode overlap) by default");
+  t.Bool("layer_pipelined", &o->layer_pipelined,
+         "send each layer's chunk while later layers of the prefill compute");
   t.Int("layers_per_chunk", &o->layers_per_chunk, "layers per data-plane chunk", 1, 1 << 16);
   t.Int("encode_buffers", &o->encode_buffers, "encode buffers per transfer", 1, 1024);
   t.Int("max_new_tokens_limit", &o->max_new_tokens_limit, "largest max_new_tokens per request", 1,

@@ -46,8 +46,14 @@ struct PrefillOptions {
   // deploy/quality/SmolLM2-135M-Instruct.Q4_1.json); its model must be the served one. Empty =
   // fixed quality classes (logged): lossy codecs then meet no min_token_agreement floor.
   std::string auto_quality_file;
-  // Layer-pipelined handoff by default (a chunk leaves while later ones are encoded / computed).
+  // Chunk pipeline by default (a chunk is on the wire while the next is encoded and the previous
+  // decoded); false = encode all, send all, decode all (the comparison baseline).
   bool pipelined = true;
+  // Layer-pipelined handoff: the prefill forward hands each layer's K and V to the data plane as
+  // soon as it is computed, so a layer's chunk leaves while later layers compute. false = the
+  // whole forward first, then every chunk (same code path, all layers marked ready at the end).
+  // Needs `pipelined` (the sequential baseline sends after the forward either way).
+  bool layer_pipelined = true;
   // Layers per chunk (the pipeline's unit).
   int64_t layers_per_chunk = 1;
   // Encode buffers per transfer (bounds sender memory).

@@ -337,9 +337,14 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   std::atomic<int64_t> t_kv_delivered{0};  // the sender got kDone: decode holds the decoded KV
   std::thread send_thread;
   Joiner joiner{&send_thread};
+  // Layer-pipelined: the forward exports each layer into `kv` and marks it ready as soon as it is
+  // computed, so chunk i is encoded and on the wire while later layers compute. Otherwise the
+  // same export runs, and every layer is marked ready once the forward is done. Same bytes
+  // either way (PrefillLayer::ExportF16 writes what KvCache::ExportF16 would).
+  const bool layer_pipelined = pipelined && options_.layer_pipelined;
   if (pipelined) {
-    // Chunk i leaves as soon as its layers are ready, while later work (export of later layers,
-    // sampling, the first token's trip to the client) goes on.
+    // Chunk i leaves as soon as its layers are ready, while later work (later layers, sampling,
+    // the first token's trip to the client) goes on.
     send_thread = std::thread([&] {
       ts = sender.Send(*session, kv, &progress);
       t_kv_delivered = transfer::MonotonicNowNs();
@@ -348,15 +353,20 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
 
   r.stage = "prefill";
   const int64_t t_p0 = transfer::MonotonicNowNs();
-  absl::StatusOr<PrefillResult> pre = model.model().Prefill(tokens);
-  absl::Status export_status = pre.ok() ? pre->cache.ExportF16(kv) : pre.status();
+  absl::StatusOr<PrefillResult> pre =
+      model.model().Prefill(tokens, [&](const PrefillLayer& layer) -> absl::Status {
+        KVS_RETURN_IF_ERROR(layer.ExportF16(kv));
+        if (layer_pipelined) progress.MarkReady(layer.layer + 1);
+        return absl::OkStatus();
+      });
+  absl::Status export_status = pre.status();
   if (!export_status.ok()) {
     progress.Fail(export_status);
     if (send_thread.joinable()) send_thread.join();
     close_session("prefill failed");
     return Annotate(export_status, "prefill");
   }
-  const int64_t t_p1 = transfer::MonotonicNowNs();  // before the sender may run
+  const int64_t t_p1 = transfer::MonotonicNowNs();  // prefill end: every layer computed and exported
   progress.MarkReady(geom.layers);
   st.prefill_ms = control::MsBetween(t_p0, t_p1);
 
@@ -393,7 +403,8 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   st.queue_ms = ts->queue_ms;
   st.wire_ms = ts->wire_ms;
   st.decompress_ms = ts->decode_ms;
-  // Handoff = prefill end (KV exported) -> decode ready (kDone back), both on this host's clock.
+  // Handoff = prefill end (last layer computed and exported) -> decode ready (kDone back), both on
+  // this host's clock. Layer-pipelined, most chunks are already across by then.
   st.handoff_ms = std::max(0.0, control::MsBetween(t_p1, t_kv_delivered.load()));
   st.raw_bytes = static_cast<int64_t>(ts->bytes_raw);
   st.wire_bytes = static_cast<int64_t>(ts->bytes_wire);

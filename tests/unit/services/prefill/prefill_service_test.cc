@@ -7,6 +7,7 @@
 
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,13 @@ class PrefillServiceTest : public ::testing::Test {
     dd.model = model_;
     dd.codecs = registry_.get();
     dd.tcp = decode_tcp_.get();
+    dd.on_kv_received = [this](const KvCacheView& kv, absl::Span<const uint8_t> keep) {
+      std::lock_guard<std::mutex> l(received_mu_);
+      const size_t n = static_cast<size_t>(kv.k.geom.elements());
+      received_.push_back({std::vector<uint16_t>(kv.k.data, kv.k.data + n),
+                           std::vector<uint16_t>(kv.v.data, kv.v.data + n),
+                           std::vector<uint8_t>(keep.begin(), keep.end())});
+    };
     decode_ = std::make_unique<decode::DecodeService>(dopt, std::move(dd));
     options_.model = "x";
     options_.decode = {"local-decode"};
@@ -141,7 +149,19 @@ class PrefillServiceTest : public ::testing::Test {
     return out;
   }
 
+  // What the decode side received (KvCacheView bytes and keep mask), per session.
+  struct Received {
+    std::vector<uint16_t> k, v;
+    std::vector<uint8_t> keep;
+  };
+  std::vector<Received> TakeReceived() {
+    std::lock_guard<std::mutex> l(received_mu_);
+    return std::move(received_);
+  }
+
   static control::ServingModel* model_;
+  std::mutex received_mu_;
+  std::vector<Received> received_;
   std::unique_ptr<CodecRegistry> registry_;
   std::unique_ptr<transfer::Transport> decode_tcp_, prefill_tcp_;
   std::unique_ptr<decode::DecodeService> decode_;
@@ -176,6 +196,74 @@ TEST_F(PrefillServiceTest, IdentityHandoffReproducesLocalGeneration) {
   EXPECT_EQ(st.decode_peer, "local-decode");
   EXPECT_THAT(st.transport, HasSubstr("tcp"));
   EXPECT_EQ(decode_->active_sessions(), 0);
+}
+
+TEST_F(PrefillServiceTest, LayerPipelinedHandoffDeliversTheSameKvBytesAsAfterTheForward) {
+  const std::string prompt = "Once upon a time, there was a little dog named Max. He";
+  std::vector<int32_t> ids = model_->EncodePrompt(prompt, false).value();
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult pre, model_->model().Prefill(ids));
+  std::vector<uint16_t> k, v;
+  KVS_ASSERT_OK(pre.cache.ExportF16(&k, &v));
+  for (const std::string codec : {"identity", "uniform_int8"}) {
+    std::vector<std::vector<int32_t>> tokens;
+    for (bool layered : {true, false}) {
+      options_.layer_pipelined = layered;
+      Start();
+      Run r = Generate(Params(prompt, 20, codec));
+      KVS_ASSERT_OK(r.stats.status()) << codec << " layered " << layered;
+      tokens.push_back(r.tokens);
+    }
+    std::vector<Received> got = TakeReceived();
+    ASSERT_EQ(got.size(), 2u) << codec;
+    EXPECT_EQ(got[0].k, got[1].k) << codec;  // bit-identical in both modes
+    EXPECT_EQ(got[0].v, got[1].v) << codec;
+    if (codec == "identity") {
+      EXPECT_EQ(got[0].k, k);  // and equal to the local prefill's KV
+      EXPECT_EQ(got[0].v, v);
+    }
+    EXPECT_EQ(tokens[0], tokens[1]) << codec;
+  }
+}
+
+TEST_F(PrefillServiceTest, PruningCodecResumesWithTheEvictedPositionsMaskedOut) {
+  const std::string prompt = "Lily and Ben went to the park. They saw a big red ball and";
+  const int kTokens = 24;
+  Run r = Generate(Params(prompt, kTokens, "topk_prune_50"));
+  KVS_ASSERT_OK(r.stats.status());
+  std::vector<Received> got = TakeReceived();
+  ASSERT_EQ(got.size(), 1u);
+
+  // Locally: each layer chunk encoded and decoded as the data plane does (one layer per chunk),
+  // then generation on the masked cache, and on the zero-filled one.
+  std::vector<int32_t> ids = model_->EncodePrompt(prompt, false).value();
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult pre, model_->model().Prefill(ids));
+  const KvGeometry g = pre.cache.geometry();
+  std::vector<uint16_t> k, v, dk, dv;
+  KVS_ASSERT_OK(pre.cache.ExportF16(&k, &v));
+  dk.assign(k.size(), 0);
+  dv.assign(v.size(), 0);
+  const KvCacheView src{{k.data(), g}, {v.data(), g}};
+  const MutableKvCacheView dst{{dk.data(), g}, {dv.data(), g}};
+  KVS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Codec> codec, registry_->Create("topk_prune_50"));
+  std::vector<uint8_t> keep;
+  for (int64_t l = 0; l < g.layers; ++l) {
+    KVS_ASSERT_OK_AND_ASSIGN(std::vector<uint8_t> payload, EncodeToVector(*codec, src.Layers(l, l + 1), nullptr));
+    std::vector<uint8_t> m(static_cast<size_t>(g.tokens));
+    KVS_ASSERT_OK(DecodeFromVector(*codec, payload, dst.Layers(l, l + 1), nullptr, absl::MakeSpan(m)));
+    keep.insert(keep.end(), m.begin(), m.end());
+  }
+  EXPECT_EQ(got[0].keep, keep);
+  EXPECT_EQ(got[0].k, dk);
+  EXPECT_EQ(std::count(keep.begin(), keep.end(), uint8_t{0}), g.layers * (g.tokens - g.tokens / 2));
+  GenerateOptions go;
+  go.max_tokens = kTokens;
+  go.stop_tokens = model_->tokenizer().stop_tokens();
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache masked, model_->model().ImportF16(KvCacheView(dst), keep));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache zeroed, model_->model().ImportF16(KvCacheView(dst)));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<int32_t> want, kvs::Generate(model_->model(), &masked, pre.last_logits, go));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<int32_t> zero, kvs::Generate(model_->model(), &zeroed, pre.last_logits, go));
+  EXPECT_EQ(r.tokens, want);
+  EXPECT_NE(want, zero);  // the prompt is one where masking and zero-filling part ways
 }
 
 TEST_F(PrefillServiceTest, SequentialHandoffGivesTheSameTokens) {
