@@ -353,9 +353,11 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
 
   r.stage = "prefill";
   const int64_t t_p0 = transfer::MonotonicNowNs();
+  int64_t t_last_layer = 0;  // the last layer computed and exported (the whole KV exists)
   absl::StatusOr<PrefillResult> pre =
       model.model().Prefill(tokens, [&](const PrefillLayer& layer) -> absl::Status {
         KVS_RETURN_IF_ERROR(layer.ExportF16(kv));
+        if (layer.layer + 1 == geom.layers) t_last_layer = transfer::MonotonicNowNs();
         if (layer_pipelined) progress.MarkReady(layer.layer + 1);
         return absl::OkStatus();
       });
@@ -403,9 +405,11 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   st.queue_ms = ts->queue_ms;
   st.wire_ms = ts->wire_ms;
   st.decompress_ms = ts->decode_ms;
-  // Handoff = prefill end (last layer computed and exported) -> decode ready (kDone back), both on
-  // this host's clock. Layer-pipelined, most chunks are already across by then.
-  st.handoff_ms = std::max(0.0, control::MsBetween(t_p1, t_kv_delivered.load()));
+  // Handoff = the KV complete (layer-pipelined: its last layer exported, and earlier chunks are
+  // across already; otherwise: the forward done, when every layer is marked ready) -> decode
+  // ready (kDone back), both on this host's clock.
+  const int64_t t_kv_complete = layer_pipelined ? t_last_layer : t_p1;
+  st.handoff_ms = std::max(0.0, control::MsBetween(t_kv_complete, t_kv_delivered.load()));
   st.raw_bytes = static_cast<int64_t>(ts->bytes_raw);
   st.wire_bytes = static_cast<int64_t>(ts->bytes_wire);
   st.ratio = ts->ratio;

@@ -18,9 +18,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "kernels/codec.h"
 #include "services/control/grpc_server.h"
 #include "services/control/grpc_services.h"
+#include "services/control/serving_model.h"
 #include "services/metrics/metrics.h"
+#include "services/runner/generate.h"
 #include "tests/integration/daemons/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
@@ -250,6 +253,60 @@ TEST_F(DaemonsTcp, LoadgenComparesCodecsWithoutErrors) {
   }
   EXPECT_EQ(j["codecs"][0]["codec"], "identity");
   EXPECT_EQ(j["codecs"][0]["token_agreement"].get<double>(), 1.0);
+}
+
+// topk_prune_50 through the daemons resumes on the masked KV: the tokens equal a local run of the
+// runner on the same per-layer encode/decode with the evicted positions masked out of attention.
+TEST_F(DaemonsTcp, PruningCodecTokensEqualALocalMaskedRun) {
+  const std::string prompt = "Lily and Ben went to the park. They saw a big red ball and";
+  const int kTokens = 32;
+  KVS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<control::ServingModel> m, control::ServingModel::Load(ModelPath(), 1));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<int32_t> ids, m->EncodePrompt(prompt, false));
+  KVS_ASSERT_OK_AND_ASSIGN(PrefillResult pre, m->model().Prefill(ids));
+  const KvGeometry g = pre.cache.geometry();
+  std::vector<uint16_t> k, v, dk(static_cast<size_t>(g.elements()), 0), dv(dk);
+  KVS_ASSERT_OK(pre.cache.ExportF16(&k, &v));
+  const KvCacheView src{{k.data(), g}, {v.data(), g}};
+  const MutableKvCacheView dst{{dk.data(), g}, {dv.data(), g}};
+  const CodecRegistry registry = CodecRegistry::Builtin();
+  KVS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Codec> codec, registry.Create("topk_prune_50"));
+  std::vector<uint8_t> keep;  // one layer per chunk, as kvs-prefill's default plan
+  for (int64_t l = 0; l < g.layers; ++l) {
+    KVS_ASSERT_OK_AND_ASSIGN(std::vector<uint8_t> payload, EncodeToVector(*codec, src.Layers(l, l + 1), nullptr));
+    std::vector<uint8_t> mask(static_cast<size_t>(g.tokens));
+    KVS_ASSERT_OK(DecodeFromVector(*codec, payload, dst.Layers(l, l + 1), nullptr, absl::MakeSpan(mask)));
+    keep.insert(keep.end(), mask.begin(), mask.end());
+  }
+  GenerateOptions go;
+  go.max_tokens = kTokens;
+  go.stop_tokens = m->tokenizer().stop_tokens();
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache masked, m->model().ImportF16(KvCacheView(dst), keep));
+  KVS_ASSERT_OK_AND_ASSIGN(KvCache zeroed, m->model().ImportF16(KvCacheView(dst)));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<int32_t> want, kvs::Generate(m->model(), &masked, pre.last_logits, go));
+  KVS_ASSERT_OK_AND_ASSIGN(std::vector<int32_t> zero, kvs::Generate(m->model(), &zeroed, pre.last_logits, go));
+  ASSERT_NE(want, zero);  // a prompt where masking and zero-filling part ways
+
+  Output o = Generate(*pair_->client, Params(prompt, kTokens, "topk_prune_50"));
+  KVS_ASSERT_OK(o.stats.status());
+  EXPECT_EQ(o.tokens, want);
+  EXPECT_EQ(o.stats->codec, "topk_prune_50");
+  EXPECT_GT(o.stats->ratio, 1.5);
+}
+
+// The layer-pipelined handoff (default) and the handoff after the whole forward deliver the same
+// KV: the same tokens for a lossless and a lossy codec.
+TEST_F(DaemonsTcp, LayerPipeliningOnAndOffGiveTheSameTokens) {
+  KVS_ASSERT_OK_AND_ASSIGN(Pair off, Pair::Start("layer-off", {}, {"--layer-pipelined=false"}));
+  ProcessResult dump = RunProcess({KVS_PREFILL_BIN, "--layer-pipelined=false", "--dump-config"});
+  EXPECT_THAT(dump.out, HasSubstr("layer_pipelined = false")) << dump.out << dump.err;
+  for (const std::string codec : {"identity", "uniform_int8", "cascade_prune50_int4"}) {
+    Output on = Generate(*pair_->client, Params(kPrompt, 40, codec));
+    Output o = Generate(*off.client, Params(kPrompt, 40, codec));
+    KVS_ASSERT_OK(on.stats.status()) << codec;
+    KVS_ASSERT_OK(o.stats.status()) << codec << off.Logs();
+    EXPECT_EQ(on.tokens, o.tokens) << codec;
+    EXPECT_EQ(on.stats->wire_bytes, o.stats->wire_bytes) << codec;
+  }
 }
 
 // ---- failure and lifecycle (each with its own pair) ---------------------------------------------
