@@ -41,7 +41,8 @@ BreakEven FindBreakEven(std::vector<RatePoint> pts) {
                            [](const RatePoint& p) { return !(p.link_gbps > 0 && p.raw_ms > 0 && p.codec_ms > 0); }),
             pts.end());
   if (pts.empty()) return b;
-  std::sort(pts.begin(), pts.end(), [](const RatePoint& a, const RatePoint& c) { return a.link_gbps < c.link_gbps; });
+  auto pos = [](const RatePoint& p) { return p.order > 0 ? p.order : p.link_gbps; };
+  std::stable_sort(pts.begin(), pts.end(), [&](const RatePoint& a, const RatePoint& c) { return pos(a) < pos(c); });
   auto speedup = [](const RatePoint& p) { return p.raw_ms / p.codec_ms; };
   int last_faster = -1;
   for (int i = 0; i < static_cast<int>(pts.size()); ++i) {
@@ -71,6 +72,10 @@ BreakEven FindBreakEven(std::vector<RatePoint> pts) {
   b.hi_label = hi.label;
   const double s0 = speedup(lo), s1 = speedup(hi);
   const double f = (s0 - 1) / (s0 - s1);  // s0 > 1 >= s1, so f in (0, 1]
+  if (!(hi.link_gbps > lo.link_gbps)) {
+    b.estimate_gbps = lo.link_gbps;
+    return b;
+  }
   b.estimate_gbps = std::exp(std::log(lo.link_gbps) + f * (std::log(hi.link_gbps) - std::log(lo.link_gbps)));
   return b;
 }

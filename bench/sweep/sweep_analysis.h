@@ -26,6 +26,10 @@ struct RatePoint {
   double link_gbps = 0;   // the link rate measured there (iperf3)
   double raw_ms = 0;      // identity's median handoff
   double codec_ms = 0;    // the codec's median handoff
+  // Position on the rate axis; 0: link_gbps. The sweep orders by the shaping (tbf rate; unshaped
+  // veth and loopback above every shaped rate), since a CPU-bound machine measures nearly the same
+  // iperf3 rate on every link above what it can carry and that order would be noise.
+  double order = 0;
 };
 
 // Break-even bandwidth B*: the link rate above which sending compressed is no longer faster than

@@ -73,7 +73,7 @@ struct Grid {
 // (its 7 models, 14 codecs, 3 prompt lengths) on every rate.
 Grid NamedGrid(const std::string& name) {
   Grid g;
-  g.rates = {"1gbit", "5gbit", "10gbit", "25gbit", "veth"};
+  g.rates = {"1gbit", "5gbit", "10gbit", "25gbit", "veth", "loopback"};
   g.modes = {"pipelined", "sequential"};
   if (name == "paper") {
     g.codecs = {"identity",    "lossless_zstd", "lossless_lz4",  "fp8_e4m3",  "uniform_int8",
@@ -87,7 +87,7 @@ Grid NamedGrid(const std::string& name) {
     g.codecs = {"identity", "uniform_int8", "fp8_e4m3", "uniform_int4", "kivi_2bit"};
     g.models = {"llama-3.1-8b", kRealModel};
     g.tokens = {1024};
-    g.repeats = 3;
+    g.repeats = 5;
   }
   return g;
 }
@@ -96,6 +96,9 @@ struct Rate {
   std::string label;     // as given: 10gbit, veth, loopback
   double nominal = 0;    // Gbit/s of the tbf shaping; 0 unshaped
   bool netns = true;
+  // The rate axis for break-even: shaped rates by their tbf rate, then the unshaped veth pair,
+  // then loopback.
+  double order() const { return nominal > 0 ? nominal : (netns ? 1e6 : 2e6); }
 };
 
 absl::StatusOr<Rate> ParseRate(const std::string& s) {
@@ -267,6 +270,7 @@ nlohmann::json PointRecord(nlohmann::json run, const Rate& rate, const std::stri
   nlohmann::json p;
   p["rate"] = rate.label;
   p["rate_nominal_gbps"] = rate.nominal;
+  p["rate_order"] = rate.order();
   p["link_gbps"] = Num(run, "baseline_gbps");
   p["model"] = model;
   p["input"] = input;
@@ -330,7 +334,8 @@ nlohmann::json Analyse(nlohmann::json* points) {
     p["speedup_vs_identity"] = Nullable(h > 0 ? raw / h : NAN);
     if (p["codec"] == "identity") continue;
     const std::string k = Key(p, true, false);
-    series[k].push_back({p["rate"].get<std::string>(), p["link_gbps"].get<double>(), raw, h});
+    series[k].push_back({p["rate"].get<std::string>(), p["link_gbps"].get<double>(), raw, h,
+                         p["rate_order"].get<double>()});
     series_id[k] = {{"model", p["model"]}, {"tokens", p["tokens"]}, {"codec", p["codec"]}, {"mode", p["mode"]},
                     {"ratio", p["run"]["ratio"]}};
   }
@@ -348,7 +353,7 @@ nlohmann::json Analyse(nlohmann::json* points) {
     nlohmann::json sp = nlohmann::json::array();
     for (const RatePoint& r : pts) {
       sp.push_back({{"rate", r.label}, {"link_gbps", r.link_gbps}, {"raw_ms", r.raw_ms}, {"codec_ms", r.codec_ms},
-                    {"speedup", r.raw_ms / r.codec_ms}});
+                    {"speedup", r.raw_ms / r.codec_ms}, {"order", r.order}});
     }
     j["points"] = sp;
     out.push_back(j);
@@ -514,7 +519,7 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<LinkScope> link, LinkScope::Create(c, rate));
     std::string baseline = "auto";
     for (const Job& job : jobs) {
-      std::vector<std::string> args = {"--codecs", absl::StrJoin(g.codecs, ","), "--modes", absl::StrJoin(g.modes, ","),
+      std::vector<std::string> args = {"--interleave", "--codecs", absl::StrJoin(g.codecs, ","), "--modes", absl::StrJoin(g.modes, ","),
                                        "--transports", c.transport, "--repeats", absl::StrCat(g.repeats),
                                        "--warmup", absl::StrCat(g.warmup), "--layers-per-chunk",
                                        absl::StrCat(c.layers_per_chunk), "--baseline", baseline,

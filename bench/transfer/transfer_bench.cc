@@ -87,6 +87,7 @@ struct Config {
   std::string json;
   std::string log_level = "warn";
   bool quiet = false;  // no progress lines, no table (library callers)
+  bool interleave = false;  // repeats round-robin over the codec × mode points
   // --role=recv only
   std::string transport;
 };
@@ -597,63 +598,100 @@ absl::Status RunTransport(const Config& c, const std::string& transport, const K
   if (!c.quiet) std::cerr << absl::StrFormat("[%s] connected: %s\n", transport, conn->info().detail);
   std::unique_ptr<ThreadPool> pool = MakePool(c);
 
+  // One sender per codec × mode; with --interleave the repeats go round-robin over them, so every
+  // point sees the same background load (a shared machine drifts over minutes).
+  struct Point {
+    std::string name;
+    const Codec* codec = nullptr;
+    bool pipelined = true;
+    std::unique_ptr<transfer::KvSender> sender;
+    std::vector<TransferStats> timed;
+    RunResult r;
+  };
+  std::map<std::string, std::unique_ptr<Codec>> owned;
+  std::vector<Point> points;
   for (const std::string& name : codecs) {
-    KVS_ASSIGN_OR_RETURN(std::unique_ptr<Codec> codec, registry.Create(name));
+    auto& codec = owned[name];
+    if (!codec) {
+      KVS_ASSIGN_OR_RETURN(codec, registry.Create(name));
+    }
     for (bool pipelined : modes) {
       transfer::SenderOptions so;
       so.pipelined = pipelined;
       so.encode_buffers = static_cast<int>(c.encode_buffers);
       so.zero_copy_identity = c.zero_copy;
       so.codec_pool = pool.get();
-      transfer::KvSender sender(conn.get(), &gate, codec.get(), so);
-      std::vector<TransferStats> timed;
-      RunResult r;
-      r.transport = transport;
-      r.codec = name;
-      r.pipelined = pipelined;
-      r.baseline = baseline;
-      r.verified = true;
-      for (int64_t i = 0; i < c.warmup + c.repeats; ++i) {
-        const uint64_t id = transfer::RandomId();
-        const transfer::SessionToken token = transfer::RandomSessionToken();
-        KVS_ASSIGN_OR_RETURN(Session s, MakeSession(c, g, *codec, id, token));
-        if (c.verify && !expected_crc->count(name)) {
-          KVS_ASSIGN_OR_RETURN((*expected_crc)[name], ExpectedCrc(*codec, s, kv.view(), pool.get()));
-        }
-        KVS_RETURN_IF_ERROR(child.WriteLine(absl::StrCat(
-            "run ", id, " ", absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(token.data()), 16)),
-            " ", name, " ", pipelined ? 1 : 0)));
-        KVS_ASSIGN_OR_RETURN(line, child.ReadLine(absl::Seconds(60)));
-        if (line != "ready") return absl::UnavailableError("receiver: " + line);
-        absl::StatusOr<TransferStats> st = sender.Send(s, kv.view());
-        KVS_ASSIGN_OR_RETURN(line, child.ReadLine(absl::Seconds(120)));
-        if (!st.ok()) return Annotate(st.status(), absl::StrCat(transport, " ", name, " (receiver: ", line, ")"));
-        if (!absl::StartsWith(line, "done OK")) return absl::UnavailableError("receiver: " + line);
-        if (c.verify) {
-          r.verify_checked = true;
-          uint32_t got = 0;
-          absl::SimpleHexAtoi(line.substr(8), &got);
-          if (got != (*expected_crc)[name]) r.verified = false;
-        }
-        if (i >= c.warmup) {
-          transfer::PredictHandoff(baseline.gbps, &*st);
-          timed.push_back(std::move(*st));
-        }
-      }
-      std::sort(timed.begin(), timed.end(),
-                [](const TransferStats& a, const TransferStats& b) { return a.handoff_ms < b.handoff_ms; });
-      r.stats = timed[timed.size() / 2];
-      for (const TransferStats& t : timed) r.handoff_repeats_ms.push_back(t.handoff_ms);
-      r.handoff_min_ms = timed.front().handoff_ms;
-      r.handoff_max_ms = timed.back().handoff_ms;
-      r.repeats = static_cast<int>(timed.size());
-      if (!c.quiet) std::cerr << absl::StrFormat("[%s] %s %s: handoff %.1f ms (%.2f Gbit/s), wire %.1f ms, enc %.1f, dec %.1f\n",
-                                   transport, name, pipelined ? "pipelined" : "sequential", r.stats.handoff_ms,
-                                   r.stats.goodput_gbps, r.stats.wire_ms, r.stats.encode_ms, r.stats.decode_ms);
-      if (hooks.on_run) hooks.on_run(RunJson(r));
-      out->push_back(std::move(r));
+      Point p;
+      p.name = name;
+      p.codec = codec.get();
+      p.pipelined = pipelined;
+      p.sender = std::make_unique<transfer::KvSender>(conn.get(), &gate, codec.get(), so);
+      p.r.transport = transport;
+      p.r.codec = name;
+      p.r.pipelined = pipelined;
+      p.r.baseline = baseline;
+      p.r.verified = true;
+      points.push_back(std::move(p));
     }
   }
+  auto run_once = [&](Point& p, int64_t i) -> absl::Status {
+    const uint64_t id = transfer::RandomId();
+    const transfer::SessionToken token = transfer::RandomSessionToken();
+    KVS_ASSIGN_OR_RETURN(Session s, MakeSession(c, g, *p.codec, id, token));
+    if (c.verify && !expected_crc->count(p.name)) {
+      KVS_ASSIGN_OR_RETURN((*expected_crc)[p.name], ExpectedCrc(*p.codec, s, kv.view(), pool.get()));
+    }
+    KVS_RETURN_IF_ERROR(child.WriteLine(absl::StrCat(
+        "run ", id, " ", absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(token.data()), 16)),
+        " ", p.name, " ", p.pipelined ? 1 : 0)));
+    KVS_ASSIGN_OR_RETURN(line, child.ReadLine(absl::Seconds(60)));
+    if (line != "ready") return absl::UnavailableError("receiver: " + line);
+    absl::StatusOr<TransferStats> st = p.sender->Send(s, kv.view());
+    KVS_ASSIGN_OR_RETURN(line, child.ReadLine(absl::Seconds(120)));
+    if (!st.ok()) return Annotate(st.status(), absl::StrCat(transport, " ", p.name, " (receiver: ", line, ")"));
+    if (!absl::StartsWith(line, "done OK")) return absl::UnavailableError("receiver: " + line);
+    if (c.verify) {
+      p.r.verify_checked = true;
+      uint32_t got = 0;
+      absl::SimpleHexAtoi(line.substr(8), &got);
+      if (got != (*expected_crc)[p.name]) p.r.verified = false;
+    }
+    if (i >= c.warmup) {
+      transfer::PredictHandoff(baseline.gbps, &*st);
+      p.timed.push_back(std::move(*st));
+    }
+    return absl::OkStatus();
+  };
+  auto finish = [&](Point& p) {
+    RunResult& r = p.r;
+    std::vector<TransferStats>& timed = p.timed;
+    std::sort(timed.begin(), timed.end(),
+              [](const TransferStats& a, const TransferStats& b) { return a.handoff_ms < b.handoff_ms; });
+    r.stats = timed[timed.size() / 2];
+    for (const TransferStats& t : timed) r.handoff_repeats_ms.push_back(t.handoff_ms);
+    r.handoff_min_ms = timed.front().handoff_ms;
+    r.handoff_max_ms = timed.back().handoff_ms;
+    r.repeats = static_cast<int>(timed.size());
+    if (!c.quiet) {
+      std::cerr << absl::StrFormat("[%s] %s %s: handoff %.1f ms (%.2f Gbit/s), wire %.1f ms, enc %.1f, dec %.1f\n",
+                                   transport, p.name, p.pipelined ? "pipelined" : "sequential", r.stats.handoff_ms,
+                                   r.stats.goodput_gbps, r.stats.wire_ms, r.stats.encode_ms, r.stats.decode_ms);
+    }
+    if (hooks.on_run) hooks.on_run(RunJson(r));
+    out->push_back(std::move(r));
+  };
+  if (c.interleave) {
+    for (int64_t i = 0; i < c.warmup + c.repeats; ++i) {
+      for (Point& p : points) KVS_RETURN_IF_ERROR(run_once(p, i));
+    }
+    for (Point& p : points) finish(p);
+  } else {
+    for (Point& p : points) {
+      for (int64_t i = 0; i < c.warmup + c.repeats; ++i) KVS_RETURN_IF_ERROR(run_once(p, i));
+      finish(p);
+    }
+  }
+  points.clear();  // senders return their buffers before the connection goes
   (void)child.WriteLine("quit");
   conn.reset();
   child.Wait();
@@ -753,6 +791,8 @@ void AddFlags(ArgParser* p, Config* c) {
   p->AddString("role", &c->role, "internal: send (default) or recv");
   p->AddString("transport", &c->transport, "internal (--role recv): the transport to serve");
   p->AddBool("quiet", &c->quiet, "no progress lines and no table");
+  p->AddBool("interleave", &c->interleave,
+             "run the repeats round-robin over codecs and modes (fair comparison under drifting load)");
 }
 
 }  // namespace

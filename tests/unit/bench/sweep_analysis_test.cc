@@ -63,6 +63,18 @@ TEST(FindBreakEven, NonMonotoneSeriesUseTheHighestFasterRateAndSaySo) {
   EXPECT_FALSE(b.monotone);
 }
 
+TEST(FindBreakEven, OrdersByTheShapingWhenGivenAndDoesNotExtrapolateDownwards) {
+  // A CPU-bound machine: the 10gbit link measured 3.1, the unshaped one 3.0 Gbit/s.
+  RatePoint five{"5gbit", 3.06, 200, 100, 5}, ten{"10gbit", 3.14, 150, 100, 10},
+      veth{"veth", 3.0, 90, 100, 1e9};
+  const BreakEven b = FindBreakEven({veth, ten, five});
+  EXPECT_EQ(b.kind, BreakEven::Kind::kBracketed);
+  EXPECT_EQ(b.lo_label, "10gbit");
+  EXPECT_EQ(b.hi_label, "veth");
+  EXPECT_DOUBLE_EQ(b.estimate_gbps, 3.14);  // the upper point is no faster a link: no interpolation
+  EXPECT_TRUE(b.monotone);
+}
+
 TEST(FindBreakEven, IgnoresPointsWithoutMeasurements) {
   EXPECT_EQ(FindBreakEven({}).kind, BreakEven::Kind::kEmpty);
   EXPECT_EQ(FindBreakEven({{"x", 0, 100, 50}, {"y", 1, 0, 50}}).kind, BreakEven::Kind::kEmpty);
