@@ -30,32 +30,6 @@ absl::Status PeerError(const absl::Status& s, const std::string& peer, absl::str
   return absl::Status(s.code(), absl::StrCat("decode peer ", peer, ": ", stage, ": ", s.message()));
 }
 
-// The link goodput the auto policy learns from, whatever codec carried the transfer: wire bytes
-// over the union of the receiver's [recv_begin, recv_end] per chunk — one clock (the decode
-// host's), only the time frames were arriving, so encode stalls, decode and clock offsets between
-// hosts do not count. Without the receiver's timings: the sender-side wire_gbps.
-double LinkGoodputGbps(const transfer::TransferStats& ts) {
-  std::vector<std::pair<int64_t, int64_t>> spans;
-  uint64_t bytes = 0;
-  for (const transfer::ChunkTiming& t : ts.chunk_timings) {
-    if (t.recv_begin_ns == 0 || t.recv_end_ns <= t.recv_begin_ns) return ts.wire_gbps;
-    spans.emplace_back(t.recv_begin_ns, t.recv_end_ns);
-    bytes += t.wire_bytes;
-  }
-  if (spans.empty()) return ts.wire_gbps;
-  std::sort(spans.begin(), spans.end());
-  int64_t busy = 0, b = spans[0].first, e = spans[0].second;
-  for (const auto& [sb, se] : spans) {
-    if (sb > e) {
-      busy += e - b;
-      b = sb;
-    }
-    e = std::max(e, se);
-  }
-  busy += e - b;
-  return busy > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(busy) : ts.wire_gbps;
-}
-
 // Joins a thread on scope exit.
 struct Joiner {
   std::thread* t;
@@ -420,8 +394,12 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
     st.predicted_handoff_ms = pipelined ? ts->analytic.pipelined_ms : ts->analytic.sequential_ms;
     st.predicted_serial_ms = ts->analytic.sequential_ms;
   }
-  if (const double link = LinkGoodputGbps(*ts); deps_.policy != nullptr && link > 0) {
-    deps_.policy->ObserveLink(peer->address, link);
+  // Every transfer, whatever its codec, feeds the auto policy's link EWMA for this peer: wire
+  // bytes over the time the link carried them (the union of the chunks' [wire_begin, recv_end];
+  // encode stalls do not count). Both ends' CLOCK_MONOTONIC: exact on one host / across network
+  // namespaces; across machines it needs their clocks to agree.
+  if (deps_.policy != nullptr && ts->wire_gbps > 0) {
+    deps_.policy->ObserveLink(peer->address, ts->wire_gbps);
     if (deps_.metrics) {
       deps_.metrics->kvs_prefill_link_gbps.With({{"peer", peer->address}}).Set(deps_.policy->LinkGbps(peer->address));
     }
