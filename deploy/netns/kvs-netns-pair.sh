@@ -29,6 +29,10 @@
 #   --max-new-tokens N   tokens generated per request (default 4)
 #   --threads N          torch threads per daemon (default 1)
 #   --json FILE          kvs-loadgen's JSON report
+#   --prefill-arg A, --decode-arg A
+#                        one more option for kvs-prefill / kvs-decode (repeatable), e.g.
+#                        --prefill-arg --layer-pipelined=false (the whole KV moves after the
+#                        forward, so the handoff is its full wire time, not the last layer's)
 #   --name N, --subnet X namespaces N-a/N-b and addresses X.1/X.2 (default kvspair, 10.232.0)
 #   --logs DIR           keep the daemons' logs there (default: a temporary directory, printed
 #                        and kept on failure)
@@ -59,9 +63,11 @@ name=kvspair
 subnet=10.232.0
 logs=""
 loadgen_extra=()
+prefill_extra=()
+decode_extra=()
 
 die() { echo "kvs-netns-pair: $*" >&2; exit 2; }
-usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 
 while (($#)); do
@@ -78,6 +84,8 @@ while (($#)); do
         --name) name=$v ;; --subnet) subnet=$v ;; --logs) logs=$v ;;
       esac
       shift 2 ;;
+    --prefill-arg) need_value "$@"; prefill_extra+=("$2"); shift 2 ;;
+    --decode-arg) need_value "$@"; decode_extra+=("$2"); shift 2 ;;
     --) shift; loadgen_extra=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -213,7 +221,7 @@ fi
 
 ip netns exec "$ns_b" env ${UCX_NET_DEVICES_B:+UCX_NET_DEVICES=$UCX_NET_DEVICES_B} \
   "$bin_dir/kvs-decode" --listen "$ip_b:0" --model "$model" "${decode_opts[@]}" --threads "$threads" \
-  --metrics-host "$ip_b" --metrics-port 0 --ready-file "$logs/decode.ready" \
+  --metrics-host "$ip_b" --metrics-port 0 --ready-file "$logs/decode.ready" "${decode_extra[@]}" \
   >"$logs/decode.out" 2>"$logs/decode.log" &
 decode_pid=$!
 wait_ready kvs-decode "$decode_pid" "$logs/decode.ready" || exit 1
@@ -222,7 +230,7 @@ decode_addr=$(field grpc "$logs/decode.ready")
 ip netns exec "$ns_a" env ${UCX_NET_DEVICES_A:+UCX_NET_DEVICES=$UCX_NET_DEVICES_A} \
   "$bin_dir/kvs-prefill" --listen "$ip_a:0" --decode "$decode_addr" --model "$model" "${prefill_opts[@]}" \
   --threads "$threads" --metrics-host "$ip_a" --metrics-port 0 --ready-file "$logs/prefill.ready" \
-  >"$logs/prefill.out" 2>"$logs/prefill.log" &
+  "${prefill_extra[@]}" >"$logs/prefill.out" 2>"$logs/prefill.log" &
 prefill_pid=$!
 wait_ready kvs-prefill "$prefill_pid" "$logs/prefill.ready" || exit 1
 prefill_addr=$(field grpc "$logs/prefill.ready")
