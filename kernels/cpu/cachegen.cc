@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/half/half.h"
 #include "kernels/cpu/codec_base.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/codecs.h"
 #include "kernels/cpu/pack2bit.h"
 
@@ -284,29 +285,17 @@ struct Scratch {
   float *delta, *anchor;
   uint8_t* codes;
 };
-constexpr uint64_t kAlign = 64;
-uint64_t RoundUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 uint64_t ScratchBytes(int64_t D) {
-  return RoundUp(4 * (kChunk - 1) * D) + RoundUp(4 * D) + RoundUp((kChunk - 1) * D);
+  return AlignedBytes(4 * (kChunk - 1) * D) + AlignedBytes(4 * D) + AlignedBytes((kChunk - 1) * D);
 }
 Scratch ScratchOf(absl::Span<uint8_t> ws, int64_t share, int64_t D) {
-  const uintptr_t base = (reinterpret_cast<uintptr_t>(ws.data()) + kAlign - 1) / kAlign * kAlign;
+  const uintptr_t base = AlignedBytes(reinterpret_cast<uintptr_t>(ws.data()));
   uint8_t* p = reinterpret_cast<uint8_t*>(base) + share * ScratchBytes(D);
   Scratch s;
   s.delta = reinterpret_cast<float*>(p);
-  s.anchor = reinterpret_cast<float*>(p + RoundUp(4 * (kChunk - 1) * D));
-  s.codes = p + RoundUp(4 * (kChunk - 1) * D) + RoundUp(4 * D);
+  s.anchor = reinterpret_cast<float*>(p + AlignedBytes(4 * (kChunk - 1) * D));
+  s.codes = p + AlignedBytes(4 * (kChunk - 1) * D) + AlignedBytes(4 * D);
   return s;
-}
-
-// Splits units [0, n) into one contiguous share per pool thread and runs fn(share, begin, end);
-// `share` picks the thread's scratch.
-template <typename Fn>
-void RunShares(ThreadPool* pool, int64_t n, const Fn& fn) {
-  const int64_t shares = std::min<int64_t>(PoolThreads(pool), n);
-  ParallelFor(pool, shares, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) fn(i, n * i / shares, n * (i + 1) / shares);
-  });
 }
 
 template <typename Isa>
@@ -359,7 +348,7 @@ class CachegenCodec final : public CodecBase {
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool* pool) const override {
     if (!fast()) return 0;
-    return kAlign + PoolThreads(pool) * ScratchBytes(g.head_dim);
+    return kWorkspaceSlack + PoolThreads(pool) * ScratchBytes(g.head_dim);
   }
 
  protected:

@@ -180,7 +180,7 @@ void DecodeTensor(const uint8_t* q, const uint8_t* scales, bool compat,
     }
     return;
   }
-  const bool avx2 = int8l::HasAvx2F16c();
+  const bool avx2 = HasAvx2F16c();
   const int64_t per_layer = (le + kBlock - 1) / kBlock;
   ParallelFor(pool, out.geom.layers * per_layer, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "common/half/half.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/format/bytes.h"
 
 namespace kvs::int4g {
@@ -26,11 +27,6 @@ namespace {
 
 constexpr int64_t kGrain = 64;  // groups per parallel task (8 KiB of codes)
 constexpr int64_t kPrefetchGroups = 64;  // how far ahead the fast encoder prefetches its input
-
-bool HasAvx2F16c() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
 
 // Scale and zero of a group from its min and max. Adding +0 turns a -0 extreme into +0, so that
 // the scalar and vector min/max (which pick different zeros on ties) store the same bytes.

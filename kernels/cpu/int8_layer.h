@@ -33,6 +33,7 @@
 #include "common/thread_pool/thread_pool.h"
 #include "kernels/codec.h"
 #include "kernels/format/bytes.h"
+#include "kernels/cpu/cpu_util.h"
 
 namespace kvs::int8l {
 
@@ -44,11 +45,6 @@ inline constexpr int64_t kPrefetch = 2048;
 inline constexpr size_t kTableBytes = (size_t{1} << 16) + 4;
 
 #define KVS_AVX2 __attribute__((target("avx2,f16c")))
-
-inline bool HasAvx2F16c() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
 
 inline float Int8Scale(float amax) { return amax == 0.0f ? 1.0f : amax / 127.0f; }
 

@@ -23,6 +23,7 @@
 
 #include "common/half/half.h"
 #include "kernels/cpu/codec_base.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/codecs.h"
 #include "kernels/cpu/pack2bit.h"
 
@@ -130,28 +131,16 @@ struct Scratch {
   float *mn, *mx, *scale, *zero;
   uint8_t* codes;
 };
-constexpr uint64_t kAlign = 64;
-uint64_t RoundUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-uint64_t ScratchBytes(int64_t D) { return 4 * RoundUp(4 * D) + RoundUp(D); }
+uint64_t ScratchBytes(int64_t D) { return 4 * AlignedBytes(4 * D) + AlignedBytes(D); }
 Scratch ScratchOf(absl::Span<uint8_t> ws, int64_t share, int64_t D) {
-  const uintptr_t base = (reinterpret_cast<uintptr_t>(ws.data()) + kAlign - 1) / kAlign * kAlign;
+  const uintptr_t base = AlignedBytes(reinterpret_cast<uintptr_t>(ws.data()));
   uint8_t* p = reinterpret_cast<uint8_t*>(base) + share * ScratchBytes(D);
   float* f[4];
   for (float*& row : f) {
     row = reinterpret_cast<float*>(p);
-    p += RoundUp(4 * D);
+    p += AlignedBytes(4 * D);
   }
   return {f[0], f[1], f[2], f[3], p};
-}
-
-// Splits units [0, n) into one contiguous share per pool thread and runs fn(share, begin, end);
-// `share` picks the thread's scratch.
-template <typename Fn>
-void RunShares(ThreadPool* pool, int64_t n, const Fn& fn) {
-  const int64_t shares = std::min<int64_t>(PoolThreads(pool), n);
-  ParallelFor(pool, shares, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) fn(i, n * i / shares, n * (i + 1) / shares);
-  });
 }
 
 // Slices [lh0, lh1): keys per channel (two passes over the slice's rows), values per token.
@@ -232,7 +221,7 @@ class Kivi2BitCodec final : public CodecBase {
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool* pool) const override {
     if (options().path == CodecPath::kReference) return 0;
-    return kAlign + PoolThreads(pool) * ScratchBytes(g.head_dim);
+    return kWorkspaceSlack + PoolThreads(pool) * ScratchBytes(g.head_dim);
   }
 
  protected:

@@ -41,6 +41,7 @@
 #include "common/half/half.h"
 #include "common/status/status.h"
 #include "kernels/cpu/codec_base.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/codecs.h"
 #include "kernels/cpu/pack2bit.h"
 
@@ -113,16 +114,6 @@ Workspace Layout(Carver& c, const KvGeometry& g, int threads, bool fast) {
 }
 uint8_t* ThreadCodes(const Workspace& w, int64_t share, int64_t D) {
   return w.codes + share * CodeRowBytes(D);
-}
-
-// Splits units [0, n) into one contiguous share per pool thread and runs fn(share, begin, end);
-// `share` picks the thread's scratch.
-template <typename Fn>
-void RunShares(ThreadPool* pool, int64_t n, const Fn& fn) {
-  const int64_t shares = std::min<int64_t>(PoolThreads(pool), n);
-  ParallelFor(pool, shares, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) fn(i, n * i / shares, n * (i + 1) / shares);
-  });
 }
 
 void Params(float mn, float mx, float* scale, float* zero) {

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "common/half/half.h"
+#include "kernels/cpu/cpu_util.h"
 
 namespace kvs::pack2 {
 
@@ -315,13 +316,7 @@ struct Avx2 {
 };
 
 // True when the CPU runs the Avx2 kernels (checked once).
-inline bool HasAvx2() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  }();
-  return has;
-}
+inline bool HasAvx2() { return HasAvx2F16c(); }
 
 }  // namespace kvs::pack2
 

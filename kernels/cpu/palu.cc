@@ -38,6 +38,7 @@
 
 #include "common/half/half.h"
 #include "kernels/cpu/codec_base.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/codecs.h"
 #include "kernels/cpu/int4_group.h"
 #include "kernels/format/palu.h"
@@ -53,31 +54,6 @@ constexpr CodecInfo kInt4Info{CodecId::kPaluInt4, "palu_int4", "hybrid",
                               /*lossy=*/true, /*exact_size=*/true, /*prunes=*/false};
 
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-bool HasAvx2Fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
-  return ok;
-}
-
-// Hands out 64-byte-aligned arrays from the caller's workspace; WorkspaceBytes() reserves the
-// sizes it asks for plus kSlack, so any base alignment works.
-constexpr size_t kAlign = 64, kSlack = kAlign;
-constexpr size_t Padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-class Arena {
- public:
-  explicit Arena(absl::Span<uint8_t> ws)
-      : p_(ws.data() + (kAlign - reinterpret_cast<uintptr_t>(ws.data()) % kAlign) % kAlign) {}
-  template <typename T>
-  T* Take(size_t n) {
-    T* t = reinterpret_cast<T*>(p_);
-    p_ += Padded(n * sizeof(T));
-    return t;
-  }
-
- private:
-  uint8_t* p_;
-};
 
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
@@ -232,7 +208,7 @@ class TopEigenvectors {
           done &= b[k] - a[k] <= abstol + 2 * kEps * std::max(std::fabs(a[k]), std::fabs(b[k]));
         }
         if (done) break;
-        if (HasAvx2Fma()) {
+        if (HasAvx2F16cFma()) {
           SturmCountsAvx2(d_.data(), e2_.data(), n, pivmin, x, count);
         } else {
           SturmCounts(d_.data(), e2_.data(), n, pivmin, x, count);
@@ -384,7 +360,7 @@ class Factorizer {
         (tall ? mat_(s, d) : mat_(d, s)) = HalfToFloat(a[s * D_ + d]);
       }
     }
-    if (HasAvx2Fma()) {
+    if (HasAvx2F16cFma()) {
       GramAvx2(mat_.data(), m_, ld_, gram_.data());
     } else {
       gram_.noalias() = mat_.transpose() * mat_;
@@ -394,7 +370,7 @@ class Factorizer {
       w_ = eig_.eigenvectors().rightCols(r_).rowwise().reverse();  // top r, descending
     }
     // P = M·W_r = U_r(M)·Σ_r.
-    if (HasAvx2Fma()) {
+    if (HasAvx2F16cFma()) {
       const int64_t rp = (r_ + 7) / 8 * 8;
       wpad_.setZero(ld_, rp);
       wpad_.topLeftCorner(n_, r_) = w_;
@@ -524,8 +500,8 @@ __attribute__((target("avx2,f16c"))) void ProductRowsAvx2(const float* us, const
 // Fast path scratch per thread: US fp32 [S, r], Vᵀ fp32 [r, D], one output row, and fp16 staging.
 size_t ProductScratchBytes(const KvGeometry& g) {
   const int64_t r = format::PaluRank(g);
-  return Padded(4 * (g.tokens * r + r * g.head_dim + g.head_dim)) +
-         Padded(2 * std::max(g.tokens, g.head_dim) * r);
+  return AlignedBytes(4 * (g.tokens * r + r * g.head_dim + g.head_dim)) +
+         AlignedBytes(2 * std::max(g.tokens, g.head_dim) * r);
 }
 
 void ProductFast(const SliceFactors& f, int64_t S, int64_t D, int64_t r, uint8_t* scratch,
@@ -533,7 +509,7 @@ void ProductFast(const SliceFactors& f, int64_t S, int64_t D, int64_t r, uint8_t
   float* us = reinterpret_cast<float*>(scratch);
   float* vt = us + S * r;
   float* row = vt + r * D;
-  uint16_t* stage = reinterpret_cast<uint16_t*>(scratch + Padded(4 * (S * r + r * D + D)));
+  uint16_t* stage = reinterpret_cast<uint16_t*>(scratch + AlignedBytes(4 * (S * r + r * D + D)));
   std::memcpy(stage, f.us, 2 * S * r);
   HalfToFloatN(stage, us, S * r);
   if (f.vt_d == 1) {
@@ -545,7 +521,7 @@ void ProductFast(const SliceFactors& f, int64_t S, int64_t D, int64_t r, uint8_t
       for (int64_t i = 0; i < r; ++i) vt[i * D + d] = HalfToFloat(stage[d * r + i]);
     }
   }
-  if (HasAvx2Fma()) {
+  if (HasAvx2F16cFma()) {
     ProductRowsAvx2(us, vt, S, D, r, row, out);
   } else {
     ProductRows(us, vt, S, D, r, row, out);
@@ -564,7 +540,7 @@ class PaluCodec : public CodecBase {
   }
 
   // Per-thread decode scratch, from the workspace.
-  uint8_t* TakeScratch(const KvGeometry& g, Arena& arena, const ThreadPool* pool) const {
+  uint8_t* TakeScratch(const KvGeometry& g, WorkspaceArena& arena, const ThreadPool* pool) const {
     return arena.Take<uint8_t>(ProductScratchBytes(g) * Slots(pool));
   }
 
@@ -595,7 +571,7 @@ class PaluLrCodec final : public PaluCodec {
   explicit PaluLrCodec(const CodecOptions& o) : PaluCodec(kLrInfo, o) {}
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool* pool) const override {
-    return kSlack + ProductScratchBytes(g) * Slots(pool);
+    return kWorkspaceSlack + ProductScratchBytes(g) * Slots(pool);
   }
 
  protected:
@@ -637,7 +613,7 @@ class PaluLrCodec final : public PaluCodec {
     const KvGeometry& g = out.geom();
     const int64_t S = g.tokens, D = g.head_dim, r = format::PaluRank(g);
     const int64_t slice_bytes = 2 * format::PaluSliceValues(g), n = g.layers * g.heads;
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint8_t* scratch = TakeScratch(g, arena, pool);
     for (int tensor = 0; tensor < 2; ++tensor) {
       const uint8_t* base = body.data() + tensor * n * slice_bytes;
@@ -656,8 +632,8 @@ class PaluInt4Codec final : public PaluCodec {
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool* pool) const override {
     const uint64_t values = format::PaluInt4Sections(g).values;
-    return kSlack + std::max(Padded(4 * values),
-                             Padded(2 * values) + ProductScratchBytes(g) * Slots(pool));
+    return kWorkspaceSlack + std::max(AlignedBytes(4 * values),
+                             AlignedBytes(2 * values) + ProductScratchBytes(g) * Slots(pool));
   }
 
  protected:
@@ -672,7 +648,7 @@ class PaluInt4Codec final : public PaluCodec {
     const format::PaluInt4Sections sec(g);
     const int64_t S = g.tokens, D = g.head_dim, r = format::PaluRank(g);
     const int64_t slice_values = format::PaluSliceValues(g);
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     float* factors = arena.Take<float>(sec.values);
     uint8_t* b = body.data();
     for (int tensor = 0; tensor < 2; ++tensor) {
@@ -706,7 +682,7 @@ class PaluInt4Codec final : public PaluCodec {
     const int64_t S = g.tokens, r = format::PaluRank(g);
     const int64_t slice_values = format::PaluSliceValues(g);
     const uint8_t* b = body.data();
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint16_t* factors = arena.Take<uint16_t>(sec.values);
     uint8_t* scratch = TakeScratch(g, arena, pool);
     for (int tensor = 0; tensor < 2; ++tensor) {

@@ -30,6 +30,7 @@
 #include "common/half/half.h"
 #include "common/status/status.h"
 #include "kernels/cpu/codec_base.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/codecs.h"
 #include "kernels/cpu/int4_group.h"
 #include "kernels/format/prune.h"
@@ -43,30 +44,6 @@ constexpr CodecInfo kTopkInfo{CodecId::kTopkPrune50, "topk_prune_50", "pruning",
 constexpr CodecInfo kCascadeInfo{CodecId::kCascadePrune50Int4, "cascade_prune50_int4", "hybrid",
                                  "top-k token pruning, then grouped INT4 of the kept tokens",
                                  /*lossy=*/true, /*exact_size=*/true, /*prunes=*/true};
-
-bool HasAvx2F16c() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
-// Hands out 64-byte-aligned arrays from the caller's workspace; WorkspaceBytes() reserves the
-// sizes it asks for plus kSlack, so any base alignment works.
-constexpr size_t kAlign = 64, kSlack = kAlign;
-constexpr size_t Padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-class Arena {
- public:
-  explicit Arena(absl::Span<uint8_t> ws)
-      : p_(ws.data() + (kAlign - reinterpret_cast<uintptr_t>(ws.data()) % kAlign) % kAlign) {}
-  template <typename T>
-  T* Take(size_t n) {
-    T* t = reinterpret_cast<T*>(p_);
-    p_ += Padded(n * sizeof(T));
-    return t;
-  }
-
- private:
-  uint8_t* p_;
-};
 
 // ---- Token scores ---------------------------------------------------------------------------
 
@@ -218,12 +195,12 @@ class PruneCodec : public CodecBase {
   }
   // score + order + kept.
   static size_t SelectionBytes(const KvGeometry& g) {
-    return 2 * Padded(4 * g.tokens) + Padded(4 * format::PruneKeepCount(g));
+    return 2 * AlignedBytes(4 * g.tokens) + AlignedBytes(4 * format::PruneKeepCount(g));
   }
 
   // Scores K, selects the kept positions into kept[0, k) and writes them to idx (the body's
   // index section).
-  void Select(const KvTensorView& k, Arena& arena, uint32_t* kept, uint8_t* idx,
+  void Select(const KvTensorView& k, WorkspaceArena& arena, uint32_t* kept, uint8_t* idx,
               ThreadPool* pool) const {
     const KvGeometry& g = k.geom;
     float* score = arena.Take<float>(g.tokens);
@@ -277,7 +254,7 @@ class TopkPruneCodec final : public PruneCodec {
   explicit TopkPruneCodec(const CodecOptions& o) : PruneCodec(kTopkInfo, o) {}
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool*) const override {
-    return kSlack + SelectionBytes(g);
+    return kWorkspaceSlack + SelectionBytes(g);
   }
 
  protected:
@@ -291,7 +268,7 @@ class TopkPruneCodec final : public PruneCodec {
     const KvGeometry& g = kv.geom();
     const int64_t keep = format::PruneKeepCount(g);
     const int64_t rows = g.layers * g.heads * keep, row_bytes = 2 * g.head_dim;
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint32_t* kept = arena.Take<uint32_t>(keep);
     Select(kv.k, arena, kept, body.data() + 2 * rows * row_bytes, pool);
     uint8_t* k_out = body.data();
@@ -321,7 +298,7 @@ class TopkPruneCodec final : public PruneCodec {
     const int64_t slices = g.layers * g.heads, row_bytes = 2 * D;
     const uint8_t* k_in = body.data();
     const uint8_t* v_in = body.data() + slices * keep * row_bytes;
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint32_t* kept = arena.Take<uint32_t>(keep);
     KVS_RETURN_IF_ERROR(ReadIndices(v_in + slices * keep * row_bytes, flags, g, kept, keep_mask));
     if (options().path == CodecPath::kReference) {
@@ -355,7 +332,7 @@ class CascadeCodec final : public PruneCodec {
   explicit CascadeCodec(const CodecOptions& o) : PruneCodec(kCascadeInfo, o) {}
 
   size_t WorkspaceBytes(const KvGeometry& g, const ThreadPool* pool) const override {
-    return kSlack + SelectionBytes(g) + Padded(2 * BufferValues(g)) * Slots(pool);
+    return kWorkspaceSlack + SelectionBytes(g) + AlignedBytes(2 * BufferValues(g)) * Slots(pool);
   }
 
  protected:
@@ -383,16 +360,16 @@ class CascadeCodec final : public PruneCodec {
   // chunk of all rows on the reference path, ChunkRows() chunks split over the pool's threads on
   // the fast path, each thread with its own staging buffer.
   template <typename Fn>
-  void ForChunks(const KvGeometry& g, Arena& arena, ThreadPool* pool, Fn fn) const {
+  void ForChunks(const KvGeometry& g, WorkspaceArena& arena, ThreadPool* pool, Fn fn) const {
     const int64_t rows = g.layers * g.heads * format::PruneKeepCount(g);
     const int slots = Slots(pool);
-    uint16_t* buffers = arena.Take<uint16_t>(Padded(2 * BufferValues(g)) / 2 * slots);
+    uint16_t* buffers = arena.Take<uint16_t>(AlignedBytes(2 * BufferValues(g)) / 2 * slots);
     if (options().path == CodecPath::kReference) {
       for (int tensor = 0; tensor < 2; ++tensor) fn(tensor, 0, rows, buffers);
       return;
     }
     const int64_t step = ChunkRows(g.head_dim), per_tensor = (rows + step - 1) / step;
-    const int64_t chunks = 2 * per_tensor, buf_values = Padded(2 * BufferValues(g)) / 2;
+    const int64_t chunks = 2 * per_tensor, buf_values = AlignedBytes(2 * BufferValues(g)) / 2;
     ParallelFor(pool, slots, [&](int64_t b, int64_t e) {
       for (int64_t slot = b; slot < e; ++slot) {
         for (int64_t c = chunks * slot / slots; c < chunks * (slot + 1) / slots; ++c) {
@@ -411,7 +388,7 @@ class CascadeCodec final : public PruneCodec {
     const format::CascadeSections sec(g);
     const int64_t keep = format::PruneKeepCount(g), D = g.head_dim;
     uint8_t* b = body.data();
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint32_t* kept = arena.Take<uint32_t>(keep);
     Select(kv.k, arena, kept, b + sec.indices(), pool);
     ForChunks(g, arena, pool, [&](int tensor, int64_t r0, int64_t r1, uint16_t* buf) {
@@ -433,7 +410,7 @@ class CascadeCodec final : public PruneCodec {
     const format::CascadeSections sec(g);
     const int64_t S = g.tokens, D = g.head_dim, keep = format::PruneKeepCount(g);
     const uint8_t* b = body.data();
-    Arena arena(workspace);
+    WorkspaceArena arena(workspace);
     uint32_t* kept = arena.Take<uint32_t>(keep);
     KVS_RETURN_IF_ERROR(ReadIndices(b + sec.indices(), flags, g, kept, keep_mask));
     const bool reference = options().path == CodecPath::kReference;
