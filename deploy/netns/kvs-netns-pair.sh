@@ -171,29 +171,10 @@ trap 'exit 143' TERM
 # ---- the two hosts ---------------------------------------------------------------------------
 netns_opts=(--name "$name" --subnet "$subnet")
 [[ -n "$rate" ]] && netns_opts+=(--rate "$rate")
+[[ -n "$delay" ]] && netns_opts+=(--delay "$delay")
+[[ -n "$loss" ]] && netns_opts+=(--loss "$loss")
 "$netns" up "${netns_opts[@]}" >/dev/null
 
-if [[ -n "$delay" || -n "$loss" ]]; then
-  # netem as a child of the tbf root (or as the root when unshaped), on both ends.
-  netem=(netem)
-  [[ -n "$delay" ]] && netem+=(delay "$delay")
-  [[ -n "$loss" ]] && netem+=(loss "$loss")
-  for side in "$ns_a:$dev_a" "$ns_b:$dev_b"; do
-    n=${side%%:*}; d=${side##*:}
-    if [[ -n "$rate" ]]; then where=(parent 1:1 handle 10:); else where=(root); fi
-    if [[ -n "$rate" ]]; then
-      # kvs-netns.sh installs tbf as root without a handle; give it one so netem can hang below.
-      ip -n "$n" qdisc del dev "$d" root 2>/dev/null || true
-      burst=256kb; [[ "$rate" =~ ^([2-9]|[1-9][0-9]+)[gG]bit$ ]] && burst=2mb
-      ip netns exec "$n" tc qdisc add dev "$d" root handle 1: tbf rate "$rate" burst "$burst" latency 50ms
-    fi
-    if ! err=$(ip netns exec "$n" tc qdisc add dev "$d" "${where[@]}" "${netem[@]}" 2>&1); then
-      echo "kvs-netns-pair: --delay/--loss need tc netem, which this kernel does not offer ($err)." >&2
-      echo "kvs-netns-pair: load sch_netem (modprobe sch_netem) or run without --delay/--loss." >&2
-      exit 2
-    fi
-  done
-fi
 echo "kvs-netns-pair: host A $ns_a ($ip_a) <-> host B $ns_b ($ip_b), rate ${rate:-unshaped}," \
      "delay ${delay:-none}, loss ${loss:-none}, data plane $transport" >&2
 echo "kvs-netns-pair: model $model" >&2

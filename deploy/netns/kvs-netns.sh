@@ -10,14 +10,16 @@
 #         KVS_IP_A, KVS_IP_B        addresses (A = 10.231.0.1, B = 10.231.0.2 by default)
 #         KVS_DEV_A, KVS_DEV_B      veth device names (for UCX_NET_DEVICES)
 #         KVS_RECV_PREFIX           "ip netns exec <B>": prefix a command with it to run it in B
-#         KVS_RATE                  the tbf rate, or "none"
+#         KVS_RATE                  the tbf rate, or "none" (KVS_DELAY, KVS_LOSS: netem, or "none")
 #   kvs-netns.sh up [options]      create and leave up (prints the same variables)
 #   kvs-netns.sh exec a|b [--name N] -- CMD...   run a command in A or B
 #   kvs-netns.sh down [--name N]   remove (idempotent)
 #
 # Options: --name N (default kvs; namespaces N-a, N-b), --rate R (tbf rate, e.g. 1gbit, 10gbit;
 # default: unshaped), --burst B (default 256kb up to 1gbit, 2mb above), --latency L (tbf queue
-# limit as latency, default 50ms), --subnet X (first three octets, default 10.231.0).
+# limit as latency, default 50ms — not a delay), --subnet X (first three octets, default 10.231.0),
+# --delay D / --loss P (one-way delay, e.g. 5ms, and loss, e.g. 0.1%, on each end with tc netem
+# below the tbf; a kernel without sch_netem makes this an error, exit 2, never an unshaped link).
 #
 # Example (kvs-bench transfer over a 1 Gbit/s link, receiver in B, sender and iperf3 client in A):
 #   deploy/netns/kvs-netns.sh run --rate 1gbit -- sh -c \
@@ -30,6 +32,8 @@ rate=""
 burst=""
 latency=50ms
 subnet=10.231.0
+delay=""
+loss=""
 
 die() { echo "kvs-netns: $*" >&2; exit 2; }
 
@@ -41,6 +45,8 @@ parse_opts() {
       --burst) burst="$2"; shift 2 ;;
       --latency) latency="$2"; shift 2 ;;
       --subnet) subnet="$2"; shift 2 ;;
+      --delay) delay="$2"; shift 2 ;;
+      --loss) loss="$2"; shift 2 ;;
       --) shift; rest=("$@"); return ;;
       *) die "unknown option $1" ;;
     esac
@@ -62,8 +68,25 @@ down() {
   ip link del "$dev_a" 2>/dev/null || true
 }
 
-shape() {  # dev
-  [[ -z "$rate" ]] && return 0
+netem() {  # dev ns parent...: netem delay/loss, or an error naming the missing qdisc
+  [[ -z "$delay" && -z "$loss" ]] && return 0
+  local dev=$1 ns=$2; shift 2
+  local args=(netem)
+  [[ -n "$delay" ]] && args+=(delay "$delay")
+  [[ -n "$loss" ]] && args+=(loss "$loss")
+  local err
+  if ! err=$(ip netns exec "$ns" tc qdisc add dev "$dev" "$@" "${args[@]}" 2>&1); then
+    echo "kvs-netns: --delay/--loss need tc netem, which this kernel does not offer ($err);" \
+         "load sch_netem (modprobe sch_netem) or shape the rate only" >&2
+    exit 2
+  fi
+}
+
+shape() {  # dev ns
+  if [[ -z "$rate" ]]; then
+    netem "$1" "$2" root
+    return 0
+  fi
   local b="$burst"
   if [[ -z "$b" ]]; then
     # tbf needs burst >= rate / HZ; 256kb holds 1 Gbit/s, 2mb holds 10 Gbit/s (ARCHITECTURE.md §5).
@@ -72,7 +95,8 @@ shape() {  # dev
       *) b=256kb ;;
     esac
   fi
-  ip netns exec "$2" tc qdisc replace dev "$1" root tbf rate "$rate" burst "$b" latency "$latency"
+  ip netns exec "$2" tc qdisc replace dev "$1" root handle 1: tbf rate "$rate" burst "$b" latency "$latency"
+  netem "$1" "$2" parent 1:1 handle 10:
 }
 
 up() {
@@ -97,7 +121,7 @@ up() {
 export_vars() {
   export KVS_NS_A="$ns_a" KVS_NS_B="$ns_b" KVS_IP_A="$ip_a" KVS_IP_B="$ip_b"
   export KVS_DEV_A="$dev_a" KVS_DEV_B="$dev_b" KVS_RECV_PREFIX="ip netns exec $ns_b"
-  export KVS_RATE="${rate:-none}"
+  export KVS_RATE="${rate:-none}" KVS_DELAY="${delay:-none}" KVS_LOSS="${loss:-none}"
 }
 
 cmd="${1:-}"; shift || true
@@ -118,7 +142,9 @@ case "$cmd" in
     ;;
   up)
     parse_opts "$@"
+    trap down EXIT   # a failed `up` leaves nothing half-built
     up
+    trap - EXIT
     export_vars
     env | grep '^KVS_' | sort
     ;;
