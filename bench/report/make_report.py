@@ -89,6 +89,11 @@ def input_label(p):
     return f"{p['model']} S={p['tokens']}"
 
 
+def rate_order(p):
+    """The rate axis: shaped rates by their tbf rate, then unshaped veth, then loopback (the sweep's order)."""
+    return p.get("rate_order") or p.get("link_gbps", 0)
+
+
 def rate_label(p):
     return f"{p['rate']} ({p['link_gbps']:.2f})"
 
@@ -99,7 +104,8 @@ def describe_break_even(b):
         return (f"**{b['estimate_gbps']:.1f}** (between {b['lo_rate']} = {b['lo_gbps']:.2f} and "
                 f"{b['hi_rate']} = {b['hi_gbps']:.2f})" + ("" if b.get("monotone", True) else ", non-monotone"))
     if k == "above_all":
-        return f"**> {b['lo_gbps']:.2f}** (faster at every rate, top = {b['lo_rate']})"
+        return (f"**> {b['lo_gbps']:.2f}** (faster on the top link, {b['lo_rate']}" +
+                (")" if b.get("monotone", True) else "; not faster at every rate below it: non-monotone)"))
     if k == "below_all":
         return f"**< {b['hi_gbps']:.2f}** (slower already at {b['hi_rate']})"
     return "no data"
@@ -142,6 +148,23 @@ def table_machine(meta):
                 f"{k} → {v['measured_gbps']:.2f} Gbit/s" for k, v in links.items()) + ".")
         lines.append(f"  Command: `{d.get('command', '?')}`")
     return "\n".join(lines) + "\n"
+
+
+def table_cpu(meta):
+    """Per sweep and rate: cores busy on the machine, by the sweep (with its receivers) and by everything else."""
+    rows = []
+    for d in meta:
+        links = d.get("links", {})
+        for rate, c in d.get("cpu", {}).items():
+            rows.append([d.get("grid", {}).get("name", "?") + (" (" + ",".join(d["grid"].get("codecs", [])) + ")"
+                                                              if len(d.get("grid", {}).get("codecs", [])) <= 2 else ""),
+                         rate, fmt(links.get(rate, {}).get("measured_gbps")), fmt(c["wall_s"], ".0f"),
+                         f"{c['machine_busy_cores']:.2f} / {c['cores']:.0f}", fmt(c["sweep_cores"]),
+                         fmt(c["other_processes_cores"])])
+    if not rows:
+        return ""
+    return md_table(["sweep", "rate", "iperf3 Gbit/s", "wall s", "cores busy (machine)", "cores: this sweep",
+                     "cores: other processes"], rows, ["---", "---", "---:", "---:", "---:", "---:", "---:"])
 
 
 def wire_ratio_by_codec(points):
@@ -281,7 +304,7 @@ def table4(break_even, codecs, gpu, points):
 
 def table_points(points):
     rows = []
-    key = lambda p: (p["model"], p["tokens"], p["link_gbps"], order_codecs([p["codec"]] + PAPER_CODEC_ORDER).index(p["codec"]), p["mode"])
+    key = lambda p: (p["model"], p["tokens"], rate_order(p), order_codecs([p["codec"]] + PAPER_CODEC_ORDER).index(p["codec"]), p["mode"])
     for p in sorted(points, key=key):
         r, h, a, d = p["run"], p["handoff_ms"], p["analytic"], p["deviation"]
         rows.append([input_label(p), rate_label(p), p["codec"], p["mode"][:4], fmt(r["ratio"]),
@@ -303,23 +326,24 @@ def table_points(points):
 def deviation_summary(points):
     groups = {}
     for p in points:
-        groups.setdefault((p["link_gbps"], p["rate"], p["mode"]), []).append(p)
+        groups.setdefault((input_label(p), rate_order(p), p["rate"], p["mode"]), []).append(p)
     rows = []
-    for (gbps, rate, mode), ps in sorted(groups.items()):
+    for (inp, _, rate, mode), ps in sorted(groups.items()):
+        gbps = ps[0]["link_gbps"]
         hd = [p["deviation"]["handoff_vs_mode"] for p in ps if p["deviation"].get("handoff_vs_mode") is not None]
         wd = [p["deviation"]["wire_vs_transfer"] for p in ps if p["deviation"].get("wire_vs_transfer") is not None]
-        rows.append([f"{rate} ({gbps:.2f})", mode, len(ps),
+        rows.append([inp, f"{rate} ({gbps:.2f})", mode, len(ps),
                      pct(statistics.median(wd)) if wd else "–", f"{pct(min(wd))} … {pct(max(wd))}" if wd else "–",
                      pct(statistics.median(hd)) if hd else "–", f"{pct(min(hd))} … {pct(max(hd))}" if hd else "–"])
-    return md_table(["rate (link Gbit/s)", "mode", "points", "wire vs analytic transfer: median", "range",
+    return md_table(["input", "rate (link Gbit/s)", "mode", "codecs", "wire vs analytic transfer: median", "range",
                      "handoff vs analytic handoff: median", "range"], rows,
-                    ["---", "---", "---:", "---:", "---", "---:", "---"])
+                    ["---", "---", "---", "---:", "---:", "---", "---:", "---"])
 
 
 def stage_limits(points, codec="uniform_int8"):
     """Per rate, for `codec` pipelined: the stage sums and which one limits (the honest account of B*)."""
     rows = []
-    for p in sorted(points, key=lambda p: (p["model"], p["tokens"], p["link_gbps"])):
+    for p in sorted(points, key=lambda p: (p["model"], p["tokens"], rate_order(p))):
         if p["codec"] != codec or p["mode"] != "pipelined":
             continue
         r = p["run"]
@@ -361,6 +385,13 @@ def plots(points, quality, out):
             ax.set_visible(False)
         return fig, axes.flat
 
+    axis = sorted({(rate_order(p), p["rate"]) for p in points})
+    xpos = {r: i for i, (_, r) in enumerate(axis)}
+    links = {}
+    for p in points:
+        links.setdefault(p["rate"], p["link_gbps"])
+    xticks = [f"{r}\n{links[r]:.2f}" for _, r in axis]
+
     if pipe:
         for name, ylabel, value in (
                 ("handoff_vs_bandwidth", "handoff (ms, median; bars min–max)", lambda p: p["handoff_ms"]["median"]),
@@ -369,10 +400,10 @@ def plots(points, quality, out):
             for ax, (model, tokens, kind) in zip(axes, inputs):
                 for codec in codecs:
                     ps = sorted((p for p in pipe if p["model"] == model and p["tokens"] == tokens
-                                 and p["codec"] == codec and value(p) is not None), key=lambda p: p["link_gbps"])
+                                 and p["codec"] == codec and value(p) is not None), key=rate_order)
                     if not ps:
                         continue
-                    x = [p["link_gbps"] for p in ps]
+                    x = [xpos[p["rate"]] for p in ps]
                     y = [value(p) for p in ps]
                     if name == "handoff_vs_bandwidth":
                         err = [[p["handoff_ms"]["median"] - p["handoff_ms"]["min"] for p in ps],
@@ -382,15 +413,16 @@ def plots(points, quality, out):
                         ax.plot(x, y, marker="o", ms=4, label=codec)
                 if name == "handoff_vs_bandwidth":
                     ps = sorted((p for p in pipe if p["model"] == model and p["tokens"] == tokens
-                                 and p["codec"] == "identity"), key=lambda p: p["link_gbps"])
+                                 and p["codec"] == "identity"), key=rate_order)
                     if ps:
-                        ax.plot([p["link_gbps"] for p in ps], [p["analytic"]["raw_ms"] for p in ps], "k--", lw=1,
+                        ax.plot([xpos[p["rate"]] for p in ps], [p["analytic"]["raw_ms"] for p in ps], "k--", lw=1,
                                 label="raw, analytic (bytes/rate)")
                     ax.set_yscale("log")
                 else:
                     ax.axhline(1.0, color="k", lw=1, ls="--")
-                ax.set_xscale("log")
-                ax.set_xlabel("link rate, measured (Gbit/s)")
+                ax.set_xticks(range(len(axis)))
+                ax.set_xticklabels(xticks, fontsize=8)
+                ax.set_xlabel("link (tbf rate, unshaped veth, loopback) / measured Gbit/s")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{model} {'real KV' if kind == 'real' else 'S=' + str(tokens)}, pipelined", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
@@ -482,6 +514,9 @@ def build_report(sweeps, quality, codecs, gpu, out, with_plots=True):
     md += ["## Table 4 — break-even bandwidth\n", table4(break_even, codecs, gpu, points)]
     if points:
         md += ["### What limits it: uniform_int8, pipelined, stage by stage\n", stage_limits(points)]
+        cpu = table_cpu(meta)
+        if cpu:
+            md += ["### What limits it: the CPU, who used it during each rate\n", cpu]
         md += ["## Measured vs analytic, summary\n", deviation_summary(points)]
         md += ["## Every point\n", table_points(points)]
     path = os.path.join(out, "README.md")

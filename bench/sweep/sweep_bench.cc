@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -224,6 +225,44 @@ std::string UtcNow() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
+}
+
+// CPU accounting per rate: how much of the machine this sweep (with its receivers and iperf3, reaped
+// children) used, and how much everything else did, over the same wall time.
+struct CpuSample {
+  double wall_s = 0, busy_s = 0, self_s = 0;
+};
+
+CpuSample SampleCpu() {
+  CpuSample c;
+  c.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  uint64_t v[10] = {};
+  stat >> cpu;
+  for (uint64_t& x : v) stat >> x;
+  // user nice system idle iowait irq softirq steal guest guest_nice; busy = all but idle, iowait
+  // (guest time is already in user).
+  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+  c.busy_s = static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage u{};
+    getrusage(who, &u);
+    c.self_s += u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
+  }
+  return c;
+}
+
+nlohmann::json CpuJson(const CpuSample& a, const CpuSample& b) {
+  const double wall = b.wall_s - a.wall_s, busy = b.busy_s - a.busy_s, self = b.self_s - a.self_s;
+  const double cores = std::thread::hardware_concurrency();
+  return {{"wall_s", wall},
+          {"machine_busy_cores", wall > 0 ? busy / wall : 0},
+          {"sweep_cores", wall > 0 ? self / wall : 0},
+          {"other_processes_cores", wall > 0 ? std::max(0.0, busy - self) / wall : 0},
+          {"cores", cores},
+          {"note", "time-averaged cores busy over the rate's wall time: /proc/stat (all CPUs, softirq included) "
+                   "vs getrusage of this process and its reaped children (receivers, iperf3)"}};
 }
 
 // ---- progress ------------------------------------------------------------------------------------
@@ -517,6 +556,7 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
   Progress progress(total);
   for (const Rate& rate : rates) {
     KVS_ASSIGN_OR_RETURN(std::unique_ptr<LinkScope> link, LinkScope::Create(c, rate));
+    const CpuSample cpu0 = SampleCpu();
     std::string baseline = "auto";
     for (const Job& job : jobs) {
       std::vector<std::string> args = {"--interleave", "--codecs", absl::StrJoin(g.codecs, ","), "--modes", absl::StrJoin(g.modes, ","),
@@ -562,6 +602,12 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
                                             c.chunk_timings));
       }
     }
+    doc["cpu"][rate.label] = CpuJson(cpu0, SampleCpu());
+    progress.Note(absl::StrFormat("[%s] cores busy: %.2f of %d (this sweep %.2f, other processes %.2f)", rate.label,
+                                  doc["cpu"][rate.label]["machine_busy_cores"].get<double>(),
+                                  std::thread::hardware_concurrency(),
+                                  doc["cpu"][rate.label]["sweep_cores"].get<double>(),
+                                  doc["cpu"][rate.label]["other_processes_cores"].get<double>()));
   }
   doc["finished_utc"] = UtcNow();
   doc["elapsed_s"] = progress.Elapsed();

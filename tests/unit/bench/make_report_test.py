@@ -39,6 +39,8 @@ SWEEP = {
                 "loadavg_end": "0.6"},
     "grid": {"name": "quick", "transport": "tcp", "warmup": 1, "repeats": 3},
     "links": {"4gbit": {"measured_gbps": 4.0}, "16gbit": {"measured_gbps": 16.0}},
+    "cpu": {"16gbit": {"wall_s": 30.0, "machine_busy_cores": 1.9, "sweep_cores": 0.6, "other_processes_cores": 1.3,
+                       "cores": 2}},
     "points": [
         point("4gbit", 4.0, "identity", "pipelined", 200.0, 190.0, 199.0, 190.0, 1.0, 200.0),
         point("4gbit", 4.0, "uniform_int8", "pipelined", 100.0, 80.0, 96.0, 95.0, 2.0, 200.0),
@@ -119,7 +121,7 @@ class MakeReportTest(unittest.TestCase):
 
     def test_deviation_summary_per_rate(self):
         _, md, _ = self.build()
-        row = next(l for l in md.splitlines() if l.startswith("| 16gbit (16.00) | pipelined |"))
+        row = next(l for l in md.splitlines() if l.startswith("| llama-3.1-8b S=1024 | 16gbit (16.00) | pipelined | 2 |"))
         # handoff deviations at 16gbit: identity 50/48 − 1 = +4.2 %, int8 +10 %; median of two = +7.1 %.
         self.assertIn("| +7.1% | +4.2% … +10.0% |", row)
 
@@ -135,6 +137,11 @@ class MakeReportTest(unittest.TestCase):
         self.assertIn("| encode |", row)  # encode 30 = wire 30 > decode 20: the first of the maxima
         row4 = next(l for l in md.splitlines() if l.startswith("| llama-3.1-8b S=1024 | 4gbit (4.00) | 30.0 |"))
         self.assertIn("| wire |", row4)
+
+    def test_cpu_share_per_rate(self):
+        _, md, _ = self.build()
+        row = next(l for l in md.splitlines() if "| 16gbit | 16.00 |" in l)
+        self.assertIn("| 30 | 1.90 / 2 | 0.60 | 1.30 |", row)
 
     def test_plots_written_as_png_and_svg(self):
         d, md, written = self.build(plots=True)
