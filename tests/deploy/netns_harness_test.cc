@@ -92,7 +92,7 @@ TEST(NetnsHarness, FiftyRequestsAtOneGbitNoErrorsInt8HandsOffFasterThanIdentity)
   const absl::Time start = absl::Now();
   ProcessResult r = RunProcess({Harness(), "--bin-dir", BinDir(), "--model", model, "--rate", "1gbit", "--codecs",
                                 "identity,uniform_int8", "--requests", "25", "--concurrency", "1", "--prompt-tokens",
-                                prompt_tokens, "--max-new-tokens", "2", "--threads", "2", "--json", json, "--name",
+                                prompt_tokens, "--max-new-tokens", "1", "--threads", "2", "--json", json, "--name",
                                 net.name, "--subnet", net.subnet,
                                 // The whole KV after the forward: the handoff is its full wire
                                 // time (layer-pipelined, most of it overlaps the prefill and the
