@@ -79,11 +79,15 @@ void ExpectNothingLeft(const Net& net) {
   EXPECT_NE(r.exit_code, 0) << "daemons still running: " << r.out;
 }
 
-std::string SmolLM2() { return std::string(KVS_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf"; }
+std::string SmolLM2() {
+  const char* env = std::getenv("KVS_MODELS_DIR");  // as scripts/fetch-models
+  return std::string(env != nullptr ? env : KVS_MODELS_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
 
 TEST(NetnsHarness, FiftyRequestsAtOneGbitNoErrorsInt8HandsOffFasterThanIdentity) {
   // SmolLM2-135M (~23 KB of KV per token) makes the KV big enough for 1 Gbit/s to matter; without
-  // it (scripts/fetch-models) stories260K with a long prompt (~310 KB of KV per request).
+  // it (scripts/fetch-models) the same run on stories260K with a long prompt (~310 KB of KV per
+  // request), every assertion but the handoff comparison (see the end).
   const bool smol = fs::exists(SmolLM2());
   const std::string model = smol ? SmolLM2() : SourceDir() + "/tests/data/models/stories260K.gguf";
   const std::string prompt_tokens = smol ? "64" : "500";
@@ -133,6 +137,11 @@ TEST(NetnsHarness, FiftyRequestsAtOneGbitNoErrorsInt8HandsOffFasterThanIdentity)
   std::cout << "handoff p50: identity " << id_handoff << " ms (" << id_wire / 1e6 << " MB on the wire), uniform_int8 "
             << q_handoff << " ms (" << q_wire / 1e6 << " MB)\n";
   EXPECT_LT(q_wire, 0.6 * id_wire);
+  if (!smol) {
+    // stories260K's KV (~310 KB) is about tbf's burst at 1 Gbit/s (256 KB): measured p50 handoffs
+    // 1.96 vs 1.92 ms, equal within noise. The comparison needs SmolLM2's bigger KV.
+    GTEST_SKIP() << "handoff comparison needs " << SmolLM2() << " (scripts/fetch-models); the run itself passed";
+  }
   EXPECT_LT(q_handoff, id_handoff);
 }
 
