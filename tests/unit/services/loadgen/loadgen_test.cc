@@ -38,6 +38,9 @@ class FakePrefill final : public control::PrefillApi {
     }
     control::RequestStats st;
     st.codec = p.codec;
+    // "auto" resolves by the request's floors: a TA floor keeps 8-bit, none allows 2-bit.
+    if (p.codec == "auto") st.codec = p.min_token_agreement >= 0.95 ? "uniform_int8" : "kivi_2bit";
+    if (p.codec == "auto" && p.quality_floor == 3) st.codec = "identity";
     st.ttft_ms = 1 + static_cast<double>(p.prompt.size() % 3);
     st.handoff_ms = 0.5;
     st.tpot_ms = 2;
@@ -153,6 +156,28 @@ TEST(Loadgen, FixedLengthPromptsAreTokenIds) {
     EXPECT_LT(id, 512);
   }
   EXPECT_THAT(LoadPrompts(o, 0), kvs::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("vocabulary")));
+}
+
+TEST(Loadgen, AutoPassesTheFloorsAndTheSummaryCountsWhatItResolvedTo) {
+  FakePrefill fake;
+  LoadgenOptions o = Options();
+  o.codecs = {"auto", "identity"};
+  o.min_ta = 0.95;
+  KVS_ASSERT_OK_AND_ASSIGN(LoadgenReport r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
+  ASSERT_EQ(r.codecs.size(), 2u);
+  EXPECT_EQ(r.codecs[0].resolved, (std::map<std::string, int64_t>{{"uniform_int8", 20}}));
+  EXPECT_EQ(r.codecs[1].resolved, (std::map<std::string, int64_t>{{"identity", 20}}));
+  const std::string table = FormatTable(r);
+  EXPECT_THAT(table, HasSubstr("auto resolved to: uniform_int8 20"));
+  EXPECT_THAT(table, ::testing::Not(HasSubstr("identity resolved to")));
+  nlohmann::json j = nlohmann::json::parse(ToJson(r, false));
+  EXPECT_EQ(j["codecs"][0]["resolved"]["uniform_int8"], 20);
+  EXPECT_EQ(j["codecs"][0]["handoff_ms_mean"], 0.5);
+  o.min_ta = 0;
+  o.quality_floor = 3;
+  o.codecs = {"auto"};
+  KVS_ASSERT_OK_AND_ASSIGN(r, RunLoadgen(o, {Prompt{"p", {}}}, fake, nullptr));
+  EXPECT_EQ(r.codecs[0].resolved, (std::map<std::string, int64_t>{{"identity", 20}}));
 }
 
 TEST(Loadgen, PercentilesAndAgreementHelpers) {
