@@ -193,6 +193,63 @@ TEST(Dockerfiles, EverythingTheyCopyFromTheTreeExists) {
   }
 }
 
+// The Debian packages that hold the shared libraries the image's binaries link (readelf NEEDED ->
+// the loader's path -> dpkg -S), as "pkg\n" lines.
+std::set<std::string> PackagesLinkedBy(const std::vector<std::string>& binaries) {
+  std::string list;
+  for (const std::string& b : binaries) list += " '" + b + "'";
+  const std::string script = absl::StrCat(
+      "set -e; for b in", list, "; do readelf -d \"$b\" | awk '/NEEDED/{gsub(/[\\[\\]]/,\"\",$5); print $5}'; done",
+      " | sort -u | while read -r l; do",
+      "  p=$(ldconfig -p | awk -v l=\"$l\" '$1==l && /x86-64/{print $NF; exit}');",
+      "  [ -n \"$p\" ] || { echo \"unresolved $l\"; continue; };",
+      "  r=$(readlink -f \"$p\");",
+      "  d=$(dpkg -S \"$r\" 2>/dev/null || dpkg -S \"${r#/usr}\" 2>/dev/null || echo \"unowned:$r\");",
+      "  echo \"${d%%:*}\";",
+      " done | sort -u");
+  ProcessResult r = RunProcess({"/bin/sh", "-c", script}, absl::Seconds(60));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> pkgs;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) pkgs.insert(line);
+  }
+  return pkgs;
+}
+
+// The text of the Dockerfile's stage `stage` (from its FROM to the next FROM).
+std::string Stage(const std::string& dockerfile, const std::string& stage) {
+  const std::string text = ReadFile(dockerfile);
+  const size_t from = text.find(" AS " + stage + "\n");
+  if (from == std::string::npos) return "";
+  const size_t next = text.find("\nFROM ", from);
+  return text.substr(from, next == std::string::npos ? std::string::npos : next - from);
+}
+
+TEST(Dockerfiles, RuntimeStageInstallsThePackageOfEveryLibraryTheBinariesLink) {
+  ASSERT_EQ(RunProcess({"/bin/sh", "-c", "command -v dpkg && command -v readelf"}, absl::Seconds(10)).exit_code, 0)
+      << "needs dpkg and readelf (Debian, binutils)";
+  const std::set<std::string> linked = PackagesLinkedBy(
+      {BinDir() + "/kvs-decode", BinDir() + "/kvs-prefill", BinDir() + "/kvs-loadgen", KVS_HEALTH_BIN});
+  EXPECT_TRUE(linked.count("libtorch1.13")) << "expected the daemons to link Debian's libtorch";
+  EXPECT_TRUE(linked.count("libgrpc++1.51"));
+  // In debian:12-slim already.
+  const std::set<std::string> base = {"libc6", "libgcc-s1", "libstdc++6"};
+  const std::string cpu = Stage(SourceDir() + "/docker/Dockerfile", "runtime");
+  const std::string cuda = Stage(SourceDir() + "/docker/Dockerfile.cuda", "runtime");
+  ASSERT_FALSE(cpu.empty());
+  ASSERT_FALSE(cuda.empty());
+  for (const std::string& p : linked) {
+    EXPECT_FALSE(absl::StartsWith(p, "unresolved") || absl::StartsWith(p, "unowned")) << p;
+    if (base.count(p)) continue;
+    EXPECT_THAT(cpu, HasSubstr(" " + p + " ")) << "docker/Dockerfile's runtime stage lacks " << p;
+    // The CUDA image's libtorch is the torch wheel's (copied from the build stage).
+    if (p != "libtorch1.13") {
+      EXPECT_THAT(cuda, HasSubstr(" " + p + " ")) << "docker/Dockerfile.cuda's runtime stage lacks " << p;
+    }
+  }
+}
+
 TEST(DeployScripts, Parse) {
   for (const char* s : {"deploy/netns/kvs-netns.sh", "deploy/netns/kvs-netns-pair.sh"}) {
     ProcessResult r = RunProcess({"/bin/bash", "-n", SourceDir() + "/" + s}, absl::Seconds(10));
