@@ -150,10 +150,13 @@ TEST(NetnsHarness, FailedRunLeavesNothingBehind) {
   const fs::path bogus = fs::temp_directory_path() / absl::StrCat("kvs-not-a-model-", getpid(), ".gguf");
   std::ofstream(bogus) << "this is not a GGUF file\n";
   const Net net = NetFor(2);
+  const fs::path logs = fs::temp_directory_path() / absl::StrCat("kvs-netns-pair-failed-", getpid());
   ProcessResult r = RunProcess({Harness(), "--bin-dir", BinDir(), "--model", bogus.string(), "--rate", "1gbit",
-                                "--name", net.name, "--subnet", net.subnet},
+                                "--name", net.name, "--subnet", net.subnet, "--logs", logs.string()},
                                absl::Seconds(120));
   fs::remove(bogus);
+  EXPECT_TRUE(fs::exists(logs / "decode.log"));  // kept for the user on failure
+  fs::remove_all(logs);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("kvs-decode exited during start-up")) << r.err;
   EXPECT_THAT(r.err, HasSubstr("logs in"));
@@ -224,8 +227,10 @@ bool ReadUntil(int fd, const std::string& marker, absl::Time deadline, std::stri
 
 TEST(NetnsHarness, InterruptedRunLeavesNothingBehind) {
   const Net net = NetFor(3);
+  const fs::path logs = fs::temp_directory_path() / absl::StrCat("kvs-netns-pair-interrupted-", getpid());
   Child c = Spawn({Harness(), "--bin-dir", BinDir(), "--model", SourceDir() + "/tests/data/models/stories260K.gguf",
-                   "--rate", "1gbit", "--requests", "100000", "--name", net.name, "--subnet", net.subnet});
+                   "--rate", "1gbit", "--requests", "100000", "--name", net.name, "--subnet", net.subnet, "--logs",
+                   logs.string()});
   ASSERT_GT(c.pid, 0);
   std::string out;
   // Interrupt while kvs-loadgen runs, both daemons up in their namespaces.
@@ -239,6 +244,7 @@ TEST(NetnsHarness, InterruptedRunLeavesNothingBehind) {
   close(c.fd);
   int status = 0;
   waitpid(c.pid, &status, 0);
+  fs::remove_all(logs);
   ASSERT_TRUE(running) << out;
   ASSERT_TRUE(WIFEXITED(status)) << out;
   EXPECT_EQ(WEXITSTATUS(status), 143) << out;  // 128 + SIGTERM, after the teardown
