@@ -144,8 +144,10 @@ def table_machine(meta):
                      f"transfers per point.")
         links = d.get("links", {})
         if links:
+            order = g.get("rates", [])
+            ranked = sorted(links.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
             lines.append("  Links measured (iperf3, one TCP stream): " + ", ".join(
-                f"{k} → {v['measured_gbps']:.2f} Gbit/s" for k, v in links.items()) + ".")
+                f"{k} → {v['measured_gbps']:.2f} Gbit/s" for k, v in ranked) + ".")
         lines.append(f"  Command: `{d.get('command', '?')}`")
     return "\n".join(lines) + "\n"
 
@@ -155,7 +157,9 @@ def table_cpu(meta):
     rows = []
     for d in meta:
         links = d.get("links", {})
-        for rate, c in d.get("cpu", {}).items():
+        order = d.get("grid", {}).get("rates", [])
+        for rate, c in sorted(d.get("cpu", {}).items(),
+                              key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
             rows.append([d.get("grid", {}).get("name", "?") + (" (" + ",".join(d["grid"].get("codecs", [])) + ")"
                                                               if len(d.get("grid", {}).get("codecs", [])) <= 2 else ""),
                          rate, fmt(links.get(rate, {}).get("measured_gbps")), fmt(c["wall_s"], ".0f"),
@@ -376,6 +380,9 @@ def plots(points, quality, out):
     inputs = sorted({(p["model"], p["tokens"], p.get("input", "synthetic")) for p in points})
     pipe = [p for p in points if p["mode"] == "pipelined"]
     codecs = order_codecs({p["codec"] for p in points})
+    palette = plt.get_cmap("tab20").colors
+    colors = {c: palette[(PAPER_CODEC_ORDER.index(c) if c in PAPER_CODEC_ORDER else 14 + i) % len(palette)]
+              for i, c in enumerate(codecs)}
 
     def grid(n):
         cols = min(n, 2)
@@ -387,10 +394,12 @@ def plots(points, quality, out):
 
     axis = sorted({(rate_order(p), p["rate"]) for p in points})
     xpos = {r: i for i, (_, r) in enumerate(axis)}
-    links = {}
-    for p in points:
-        links.setdefault(p["rate"], p["link_gbps"])
-    xticks = [f"{r}\n{links[r]:.2f}" for _, r in axis]
+
+    def xticks(ps):
+        links = {}
+        for p in ps:
+            links.setdefault(p["rate"], p["link_gbps"])
+        return [f"{r}\n{links[r]:.2f}" if r in links else r for _, r in axis]
 
     if pipe:
         for name, ylabel, value in (
@@ -405,12 +414,13 @@ def plots(points, quality, out):
                         continue
                     x = [xpos[p["rate"]] for p in ps]
                     y = [value(p) for p in ps]
+                    color = colors[codec]
                     if name == "handoff_vs_bandwidth":
                         err = [[p["handoff_ms"]["median"] - p["handoff_ms"]["min"] for p in ps],
                                [p["handoff_ms"]["max"] - p["handoff_ms"]["median"] for p in ps]]
-                        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=codec)
+                        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=codec, color=color)
                     else:
-                        ax.plot(x, y, marker="o", ms=4, label=codec)
+                        ax.plot(x, y, marker="o", ms=4, label=codec, color=color)
                 if name == "handoff_vs_bandwidth":
                     ps = sorted((p for p in pipe if p["model"] == model and p["tokens"] == tokens
                                  and p["codec"] == "identity"), key=rate_order)
@@ -421,12 +431,14 @@ def plots(points, quality, out):
                 else:
                     ax.axhline(1.0, color="k", lw=1, ls="--")
                 ax.set_xticks(range(len(axis)))
-                ax.set_xticklabels(xticks, fontsize=8)
+                ax.set_xticklabels(xticks([p for p in pipe if p["model"] == model and p["tokens"] == tokens]),
+                                   fontsize=8)
                 ax.set_xlabel("link (tbf rate, unshaped veth, loopback) / measured Gbit/s")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{model} {'real KV' if kind == 'real' else 'S=' + str(tokens)}, pipelined", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=7)
+            fig.tight_layout()
             save(fig, out, name)
             plt.close(fig)
             written.append(name)
