@@ -475,7 +475,12 @@ def plots(points, quality, out):
             pts.append((r, ta, c["codec"]))
             lo, hi = c["token_agreement"].get("ci95", [ta, ta])
             ax.errorbar([r], [ta], yerr=[[ta - lo], [hi - ta]], fmt="o", ms=5, capsize=2)
-            ax.annotate(c["codec"], (r, ta), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # Labels: codecs at nearly the same point (identity and the lossless ones; int8 and fp8) stack.
+        placed = []
+        for r, ta, name in sorted(pts, key=lambda t: (-t[1], t[0])):
+            k = sum(1 for (r2, t2) in placed if abs(math.log(r / r2)) < 0.08 and abs(ta - t2) < 0.04)
+            placed.append((r, ta))
+            ax.annotate(name, (r, ta), fontsize=7, xytext=(5, 3 - 9 * k), textcoords="offset points")
         front, best = [], -1.0
         for r, ta, _ in sorted(pts, key=lambda t: -t[0]):
             if ta > best:
