@@ -366,8 +366,9 @@ def stage_limits(points, codec="uniform_int8"):
 # ---- plots ----------------------------------------------------------------------------------------------
 
 def save(fig, out, name):
-    for ext in ("png", "svg"):
-        fig.savefig(os.path.join(out, f"{name}.{ext}"), dpi=110, bbox_inches="tight")
+    for ext in ("png", "svg"):  # no dates in the files: regenerating unchanged data changes nothing
+        fig.savefig(os.path.join(out, f"{name}.{ext}"), dpi=110, bbox_inches="tight",
+                    metadata={"Date": None} if ext == "svg" else None)
 
 
 def plots(points, quality, out):
