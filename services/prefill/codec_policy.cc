@@ -192,6 +192,37 @@ int64_t CodecPolicy::LinkObservations(const std::string& peer) const {
   return it == links_.end() ? 0 : it->second.observations;
 }
 
+void CodecPolicy::ObserveCodec(const std::string& codec, double raw_bytes, double encode_ms, double decode_ms) {
+  if (!(raw_bytes > 0) || !std::isfinite(raw_bytes)) return;
+  auto ewma = [](double* v, int64_t* n, double x) {
+    *v = *n == 0 ? x : 0.7 * *v + 0.3 * x;
+    ++*n;
+  };
+  std::lock_guard<std::mutex> l(mu_);
+  Speeds& s = measured_[codec];
+  if (encode_ms > 0 && std::isfinite(encode_ms)) {
+    ewma(&s.encode_gbps, &s.encode_observations, 8.0 * raw_bytes / (encode_ms * 1e6));
+  }
+  if (decode_ms > 0 && std::isfinite(decode_ms)) {
+    ewma(&s.decode_gbps, &s.decode_observations, 8.0 * raw_bytes / (decode_ms * 1e6));
+  }
+}
+
+CodecPolicy::Speeds CodecPolicy::CodecSpeeds(const std::string& codec) const {
+  Speeds s;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = measured_.find(codec);
+    if (it != measured_.end()) s = it->second;
+  }
+  for (const CodecProfile& p : profiles_) {
+    if (p.name != codec) continue;
+    if (s.encode_observations == 0) s.encode_gbps = p.encode_gbps;
+    if (s.decode_observations == 0) s.decode_gbps = p.decode_gbps;
+  }
+  return s;
+}
+
 absl::StatusOr<CodecPolicy::Choice> CodecPolicy::Choose(const std::string& peer, int64_t chunk_raw_bytes,
                                                        int64_t chunks, const QualityFloor& floor,
                                                        bool pipelined) const {
@@ -223,9 +254,10 @@ absl::StatusOr<CodecPolicy::Choice> CodecPolicy::Choose(const std::string& peer,
         continue;
       }
     }
-    const double c = bits / (p.encode_gbps * 1e9) * 1e3;
+    const Speeds sp = CodecSpeeds(p.name);
+    const double c = bits / (sp.encode_gbps * 1e9) * 1e3;
     const double x = bits / p.ratio / (link * 1e9) * 1e3;
-    const double d = bits / (p.decode_gbps * 1e9) * 1e3;
+    const double d = bits / (sp.decode_gbps * 1e9) * 1e3;
     const double ms = pipelined ? (c + x + d) + (n - 1) * std::max({c, x, d}) : n * (c + x + d);
     ch.ranked.push_back({p.name, ms});
   }
@@ -247,12 +279,16 @@ absl::StatusOr<CodecPolicy::Choice> CodecPolicy::Choose(const std::string& peer,
   }
   const CodecProfile& best = *std::find_if(profiles_.begin(), profiles_.end(),
                                            [&](const CodecProfile& p) { return p.name == ch.codec; });
+  const Speeds sp = CodecSpeeds(best.name);
   ch.reason = absl::StrFormat(
       "auto: %s; predicted %s handoff ms: %s; link %.3f Gbit/s to %s (%s); %s (ratio %.2f, encode %.1f / decode "
-      "%.1f Gbit/s); %s%s",
+      "%.1f Gbit/s, %s); %s%s",
       ch.codec, pipelined ? "pipelined" : "sequential", absl::StrJoin(top, " < "), link, peer,
       observations > 0 ? absl::StrCat("EWMA of ", observations, " transfers") : std::string("prior, none measured"),
-      ch.codec, best.ratio, best.encode_gbps, best.decode_gbps, floor_text,
+      ch.codec, best.ratio, sp.encode_gbps, sp.decode_gbps,
+      sp.encode_observations > 0 ? absl::StrCat("measured in ", sp.encode_observations, " transfers")
+                                 : std::string("calibrated"),
+      floor_text,
       excluded.empty() ? "" : absl::StrCat("; excluded: ", absl::StrJoin(excluded, ", ")));
   return ch;
 }

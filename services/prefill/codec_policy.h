@@ -20,7 +20,10 @@
 // Link: the EWMA (weight 0.3 on the newest) of every transfer's wire goodput to that peer,
 // whatever codec carried it (bytes on the wire over the time the link carried them, so encode
 // stalls do not count); before the first transfer, `initial_gbps` (config auto_initial_gbps).
-// Decode speed: the decode peer is another machine; this host's decode measurement stands in.
+// Codec speeds: the start-up calibration until a transfer with that codec was measured, then the
+// EWMA of its measured encode (this host, the real pool) and decode (the decode peer's own
+// timings, reported in its kDone) rates. Before that, this host's decode speed stands in for the
+// decode machine's.
 //
 // Thread-safety: thread-safe.
 #pragma once
@@ -121,6 +124,16 @@ class CodecPolicy {
   // Feeds a measured goodput (wire bytes over wire time) for `peer` into its EWMA; the first
   // observation replaces the prior.
   void ObserveLink(const std::string& peer, double gbps);
+  // Feeds a transfer's measured codec stages (Σ encode on this host, Σ CRC check + decode on the
+  // decode peer; decode_ms <= 0 = not reported) for `raw_bytes` of K+V into `codec`'s speed EWMAs,
+  // which replace the start-up calibration for that codec from then on (the calibration runs on
+  // one cache-warm chunk; transfers see the real data, load and decode machine).
+  void ObserveCodec(const std::string& codec, double raw_bytes, double encode_ms, double decode_ms);
+  struct Speeds {
+    double encode_gbps = 0, decode_gbps = 0;
+    int64_t encode_observations = 0, decode_observations = 0;  // 0 = the calibration
+  };
+  Speeds CodecSpeeds(const std::string& codec) const;
   double LinkGbps(const std::string& peer) const;
   int64_t LinkObservations(const std::string& peer) const;
   const std::vector<CodecProfile>& profiles() const { return profiles_; }
@@ -136,6 +149,7 @@ class CodecPolicy {
   std::string quality_source_;
   mutable std::mutex mu_;
   std::map<std::string, Link> links_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Speeds> measured_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvs::prefill

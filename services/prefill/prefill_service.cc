@@ -398,6 +398,11 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   // bytes over the time the link carried them (the union of the chunks' [wire_begin, recv_end];
   // encode stalls do not count). Both ends' CLOCK_MONOTONIC: exact on one host / across network
   // namespaces; across machines it needs their clocks to agree.
+  // And its stage times refine the codec's speeds (decode: the peer's own timings).
+  if (deps_.policy != nullptr) {
+    deps_.policy->ObserveCodec(codec_name, static_cast<double>(ts->bytes_raw), ts->encode_ms,
+                               ts->has_peer_timings ? ts->decode_ms : 0);
+  }
   if (deps_.policy != nullptr && ts->wire_gbps > 0) {
     deps_.policy->ObserveLink(peer->address, ts->wire_gbps);
     if (deps_.metrics) {

@@ -148,6 +148,32 @@ TEST(CodecPolicy, LinkEwmaStartsAtThePriorAndFollowsEveryObservation) {
   EXPECT_EQ(policy.LinkGbps("other"), 10);  // per peer
 }
 
+TEST(CodecPolicy, MeasuredTransfersReplaceTheCalibratedCodecSpeeds) {
+  CodecPolicy policy({{"identity", 3, 1.0, 80, 40, 1.0}, {"uniform_int8", 2, 2.0, 20, 30, 0.963}}, 1);
+  policy.ObserveLink("b", 4.0);
+  KVS_ASSERT_OK_AND_ASSIGN(CodecPolicy::Choice c, policy.Choose("b", kChunkBytes, kChunks, QualityFloor{0, 0.95}));
+  EXPECT_EQ(c.codec, "uniform_int8");
+  EXPECT_THAT(c.reason, HasSubstr("calibrated"));
+  EXPECT_EQ(policy.CodecSpeeds("uniform_int8").encode_gbps, 20);
+  // A transfer measured uniform_int8 encoding 1 MB in 8 ms (1 Gbit/s) and the peer decoding it in
+  // 2 ms (4 Gbit/s): slower than its link time saving, so identity now predicts faster.
+  policy.ObserveCodec("uniform_int8", 1e6, 8, 2);
+  CodecPolicy::Speeds sp = policy.CodecSpeeds("uniform_int8");
+  EXPECT_DOUBLE_EQ(sp.encode_gbps, 1.0);
+  EXPECT_DOUBLE_EQ(sp.decode_gbps, 4.0);
+  EXPECT_EQ(sp.encode_observations, 1);
+  KVS_ASSERT_OK_AND_ASSIGN(c, policy.Choose("b", kChunkBytes, kChunks, QualityFloor{0, 0.95}));
+  EXPECT_EQ(c.codec, "identity") << c.reason;
+  // An unreported decode time keeps that side's previous value; speeds are per codec.
+  policy.ObserveCodec("uniform_int8", 1e6, 4, 0);
+  sp = policy.CodecSpeeds("uniform_int8");
+  EXPECT_DOUBLE_EQ(sp.encode_gbps, 0.7 * 1.0 + 0.3 * 2.0);
+  EXPECT_DOUBLE_EQ(sp.decode_gbps, 4.0);
+  EXPECT_EQ(sp.decode_observations, 1);
+  EXPECT_EQ(policy.CodecSpeeds("identity").encode_gbps, 80);
+  EXPECT_EQ(policy.CodecSpeeds("identity").encode_observations, 0);
+}
+
 // ---- the quality file ----------------------------------------------------------------------------
 
 TEST(QualityTable, TheShippedSmolLm2FileParses) {
