@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace kvs::bench {
 
 // Order statistics of a point's timed repeats. The median is the transfer bench's: the element
@@ -59,5 +61,28 @@ const char* BreakEvenKindName(BreakEven::Kind kind);
 // B* = 8·min(enc, dec) Gbit/s for r > 1. Both return 0 when r <= 1 or a throughput is not positive.
 double AnalyticBreakEvenSequentialGbps(double ratio, double encode_gbps, double decode_gbps);
 double AnalyticBreakEvenPipelinedGbps(double ratio, double encode_gbps, double decode_gbps);
+
+// ---- the sweep's JSON records ----------------------------------------------------------------------
+
+struct RateInfo {
+  std::string label;    // "10gbit", "veth", "loopback"
+  double nominal = 0;   // tbf rate in Gbit/s; 0 unshaped
+  double order = 0;     // RatePoint::order
+};
+
+// One point's record from kvs-bench transfer's run record (RunTransfer JSON `runs[i]`): rate, input,
+// codec, mode, handoff spread (Summarize over handoff_repeats_ms), the analytic predictions at the
+// measured link rate and the deviations; `run` keeps the transfer record (without chunk timings
+// unless keep_chunks).
+nlohmann::json PointRecord(nlohmann::json run, const RateInfo& rate, const std::string& model,
+                           const std::string& input, const nlohmann::json& geometry, bool keep_chunks);
+
+// Adds speedup_vs_identity (identity's median handoff / the point's, same input, mode and rate),
+// identity_handoff_ms and speedup_vs_analytic_raw to every point; returns the break-even entries, one
+// per (input, codec, mode) with an identity reference, FindBreakEven over the rates.
+nlohmann::json AnalysePoints(nlohmann::json* points);
+
+// "14.4 Gbit/s (between veth = 9.04 and loopback = 14.99)" and the like, for a break-even entry.
+std::string DescribeBreakEven(const nlohmann::json& entry);
 
 }  // namespace kvs::bench

@@ -295,127 +295,8 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-// ---- one point's record ---------------------------------------------------------------------------
-
 double Num(const nlohmann::json& j, const char* key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
-}
-
-nlohmann::json Nullable(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-
-nlohmann::json PointRecord(nlohmann::json run, const Rate& rate, const std::string& model, const std::string& input,
-                           const nlohmann::json& geometry, bool keep_chunks) {
-  if (!keep_chunks) run.erase("chunk_timings");
-  nlohmann::json p;
-  p["rate"] = rate.label;
-  p["rate_nominal_gbps"] = rate.nominal;
-  p["rate_order"] = rate.order();
-  p["link_gbps"] = Num(run, "baseline_gbps");
-  p["model"] = model;
-  p["input"] = input;
-  p["tokens"] = geometry["tokens"];
-  p["geometry"] = geometry;
-  p["codec"] = run["codec"];
-  p["mode"] = run["pipelined"].get<bool>() ? "pipelined" : "sequential";
-  std::vector<double> reps;
-  for (const auto& v : run["handoff_repeats_ms"]) reps.push_back(v.get<double>());
-  const Spread s = Summarize(reps);
-  p["handoff_ms"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"q1", s.q1}, {"q3", s.q3},
-                     {"n", s.n}, {"repeats", reps}};
-  const double handoff = Num(run, "handoff_ms");
-  const double a_mode = Num(run, "analytic_ms");
-  const double a_x = Num(run, "analytic_transfer_ms");
-  const double a_seq = Num(run, "analytic_sequential_ms");
-  const double a_pipe = Num(run, "analytic_pipelined_ms");
-  const double a_raw = Num(run, "analytic_raw_ms");
-  p["analytic"] = {
-      {"link_gbps", Num(run, "baseline_gbps")},
-      {"transfer_ms", a_x},       // wire bytes / measured link rate (the paper's formula)
-      {"raw_ms", a_raw},          // raw K+V bytes / measured link rate
-      {"sequential_ms", a_seq},   // Σ encode + wire bytes / rate + Σ decode (this run's stage times)
-      {"pipelined_ms", a_pipe},   // (c0 + x0 + d0) + (n − 1)·max(mean c, mean x, mean d)
-      {"mode_ms", a_mode},        // the one of the two for this point's mode
-  };
-  p["deviation"] = {
-      {"handoff_vs_mode", Nullable(RelativeDeviation(handoff, a_mode))},
-      {"handoff_vs_transfer_only", Nullable(RelativeDeviation(handoff, a_x))},
-      {"wire_vs_transfer", Nullable(RelativeDeviation(Num(run, "wire_ms"), a_x))},
-  };
-  p["run"] = std::move(run);  // kvs-bench transfer's record: stages, bytes, ratio, verified, ...
-  return p;
-}
-
-std::string Key(const nlohmann::json& p, bool with_codec, bool with_rate) {
-  std::string k = absl::StrCat(p["model"].get<std::string>(), "|", p["tokens"].get<int64_t>(), "|",
-                               p["mode"].get<std::string>());
-  if (with_codec) absl::StrAppend(&k, "|", p["codec"].get<std::string>());
-  if (with_rate) absl::StrAppend(&k, "|", p["rate"].get<std::string>());
-  return k;
-}
-
-// Speed-up over raw identity on the same link (same model, tokens, mode) and the break-even per
-// (model, tokens, codec, mode) across rates.
-nlohmann::json Analyse(nlohmann::json* points) {
-  std::map<std::string, const nlohmann::json*> identity;
-  for (const auto& p : *points) {
-    if (p["codec"] == "identity") identity[Key(p, false, true)] = &p;
-  }
-  std::map<std::string, std::vector<RatePoint>> series;
-  std::map<std::string, nlohmann::json> series_id;
-  for (auto& p : *points) {
-    const double h = p["handoff_ms"]["median"].get<double>();
-    const double a_raw = p["analytic"]["raw_ms"].get<double>();
-    p["speedup_vs_analytic_raw"] = Nullable(h > 0 && a_raw > 0 ? a_raw / h : NAN);
-    auto it = identity.find(Key(p, false, true));
-    if (it == identity.end()) continue;
-    const double raw = (*it->second)["handoff_ms"]["median"].get<double>();
-    p["identity_handoff_ms"] = raw;
-    p["speedup_vs_identity"] = Nullable(h > 0 ? raw / h : NAN);
-    if (p["codec"] == "identity") continue;
-    const std::string k = Key(p, true, false);
-    series[k].push_back({p["rate"].get<std::string>(), p["link_gbps"].get<double>(), raw, h,
-                         p["rate_order"].get<double>()});
-    series_id[k] = {{"model", p["model"]}, {"tokens", p["tokens"]}, {"codec", p["codec"]}, {"mode", p["mode"]},
-                    {"ratio", p["run"]["ratio"]}};
-  }
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& [k, pts] : series) {
-    const BreakEven b = FindBreakEven(pts);
-    nlohmann::json j = series_id[k];
-    j["kind"] = BreakEvenKindName(b.kind);
-    j["lo_gbps"] = b.lo_gbps;
-    j["hi_gbps"] = b.hi_gbps;
-    j["lo_rate"] = b.lo_label;
-    j["hi_rate"] = b.hi_label;
-    j["estimate_gbps"] = b.estimate_gbps;
-    j["monotone"] = b.monotone;
-    nlohmann::json sp = nlohmann::json::array();
-    for (const RatePoint& r : pts) {
-      sp.push_back({{"rate", r.label}, {"link_gbps", r.link_gbps}, {"raw_ms", r.raw_ms}, {"codec_ms", r.codec_ms},
-                    {"speedup", r.raw_ms / r.codec_ms}, {"order", r.order}});
-    }
-    j["points"] = sp;
-    out.push_back(j);
-  }
-  return out;
-}
-
-std::string DescribeBreakEven(const nlohmann::json& b) {
-  const std::string kind = b["kind"];
-  if (kind == "bracketed") {
-    return absl::StrFormat("%.1f Gbit/s (between %s = %.2f and %s = %.2f)", b["estimate_gbps"].get<double>(),
-                           b["lo_rate"].get<std::string>(), b["lo_gbps"].get<double>(),
-                           b["hi_rate"].get<std::string>(), b["hi_gbps"].get<double>());
-  }
-  if (kind == "above_all") {
-    return absl::StrFormat("> %.2f Gbit/s (faster at every rate up to %s)", b["lo_gbps"].get<double>(),
-                           b["lo_rate"].get<std::string>());
-  }
-  if (kind == "below_all") {
-    return absl::StrFormat("< %.2f Gbit/s (slower already at %s)", b["hi_gbps"].get<double>(),
-                           b["hi_rate"].get<std::string>());
-  }
-  return "no data";
 }
 
 // ---- the sweep ------------------------------------------------------------------------------------
@@ -598,8 +479,8 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
         }
       }
       for (nlohmann::json& run : (*result)["runs"]) {
-        doc["points"].push_back(PointRecord(std::move(run), rate, job.model, job.input, (*result)["geometry"],
-                                            c.chunk_timings));
+        doc["points"].push_back(PointRecord(std::move(run), {rate.label, rate.nominal, rate.order()}, job.model,
+                                            job.input, (*result)["geometry"], c.chunk_timings));
       }
     }
     doc["cpu"][rate.label] = CpuJson(cpu0, SampleCpu());
@@ -612,7 +493,7 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
   doc["finished_utc"] = UtcNow();
   doc["elapsed_s"] = progress.Elapsed();
   doc["machine"]["loadavg_end"] = ReadFirstLine("/proc/loadavg");
-  doc["break_even"] = Analyse(&doc["points"]);
+  doc["break_even"] = AnalysePoints(&doc["points"]);
 
   // Summary on stdout.
   std::cout << absl::StrFormat("\n%-14s %-20s %-6s %-10s %-9s %9s %10s %8s %9s %9s\n", "rate", "model", "S", "codec",

@@ -1,6 +1,9 @@
 #include "bench/sweep/sweep_analysis.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -87,6 +90,80 @@ TEST(AnalyticBreakEven, PaperEquationAndPipelinedBound) {
   EXPECT_DOUBLE_EQ(AnalyticBreakEvenPipelinedGbps(2, 4, 6), 32);
   EXPECT_DOUBLE_EQ(AnalyticBreakEvenSequentialGbps(1, 4, 4), 0);
   EXPECT_DOUBLE_EQ(AnalyticBreakEvenPipelinedGbps(3, 0, 4), 0);
+}
+
+// A kvs-bench transfer run record with only what the sweep reads.
+nlohmann::json TransferRun(const std::string& codec, bool pipelined, std::vector<double> repeats, double analytic_mode,
+                   double wire_ms, double analytic_transfer_ms, double link_gbps) {
+  std::vector<double> sorted = repeats;
+  std::sort(sorted.begin(), sorted.end());
+  return {{"codec", codec},
+          {"pipelined", pipelined},
+          {"handoff_ms", sorted[sorted.size() / 2]},
+          {"handoff_repeats_ms", sorted},
+          {"baseline_gbps", link_gbps},
+          {"analytic_ms", analytic_mode},
+          {"analytic_transfer_ms", analytic_transfer_ms},
+          {"analytic_sequential_ms", analytic_mode},
+          {"analytic_pipelined_ms", analytic_mode},
+          {"analytic_raw_ms", 2 * analytic_transfer_ms},
+          {"wire_ms", wire_ms},
+          {"ratio", codec == "identity" ? 1.0 : 2.0},
+          {"chunk_timings", nlohmann::json::array({1, 2, 3})}};
+}
+
+const nlohmann::json kGeom = {{"layers", 32}, {"heads", 8}, {"tokens", 1024}, {"head_dim", 128}};
+
+TEST(PointRecord, MedianSpreadAnalyticAndDeviation) {
+  const nlohmann::json p =
+      PointRecord(TransferRun("uniform_int8", true, {130, 100, 110}, 100, 90, 80, 9.5), {"10gbit", 10, 10}, "llama-3.1-8b",
+                  "synthetic", kGeom, /*keep_chunks=*/false);
+  EXPECT_EQ(p["rate"], "10gbit");
+  EXPECT_DOUBLE_EQ(p["link_gbps"].get<double>(), 9.5);
+  EXPECT_EQ(p["tokens"], 1024);
+  EXPECT_EQ(p["mode"], "pipelined");
+  EXPECT_DOUBLE_EQ(p["handoff_ms"]["median"].get<double>(), 110);
+  EXPECT_DOUBLE_EQ(p["handoff_ms"]["min"].get<double>(), 100);
+  EXPECT_DOUBLE_EQ(p["handoff_ms"]["max"].get<double>(), 130);
+  EXPECT_DOUBLE_EQ(p["deviation"]["handoff_vs_mode"].get<double>(), 0.10);    // 110 vs 100
+  EXPECT_DOUBLE_EQ(p["deviation"]["wire_vs_transfer"].get<double>(), 0.125);  // 90 vs 80
+  EXPECT_DOUBLE_EQ(p["analytic"]["transfer_ms"].get<double>(), 80);
+  EXPECT_FALSE(p["run"].contains("chunk_timings"));
+}
+
+TEST(PointRecord, NoLinkMeasurementMeansNullDeviation) {
+  const nlohmann::json p = PointRecord(TransferRun("identity", false, {50}, 0, 40, 0, 0), {"veth", 0, 1e6}, "m", "real",
+                                       kGeom, /*keep_chunks=*/true);
+  EXPECT_TRUE(p["deviation"]["handoff_vs_mode"].is_null());
+  EXPECT_TRUE(p["run"].contains("chunk_timings"));
+}
+
+TEST(AnalysePoints, SpeedUpOverIdentityOnTheSameLinkAndBreakEvenAcrossRates) {
+  nlohmann::json points = nlohmann::json::array();
+  // 1gbit: identity 200, int8 100 (2x); veth: identity 50, int8 60 (0.83x).
+  points.push_back(PointRecord(TransferRun("identity", true, {200}, 0, 0, 0, 0.95), {"1gbit", 1, 1}, "m", "synthetic", kGeom,
+                               false));
+  points.push_back(PointRecord(TransferRun("uniform_int8", true, {100}, 0, 0, 0, 0.95), {"1gbit", 1, 1}, "m", "synthetic",
+                               kGeom, false));
+  points.push_back(PointRecord(TransferRun("identity", true, {50}, 0, 0, 0, 9.0), {"veth", 0, 1e6}, "m", "synthetic", kGeom,
+                               false));
+  points.push_back(PointRecord(TransferRun("uniform_int8", true, {60}, 0, 0, 0, 9.0), {"veth", 0, 1e6}, "m", "synthetic",
+                               kGeom, false));
+  // A sequential int8 point without a sequential identity: no speed-up, no break-even entry.
+  points.push_back(PointRecord(TransferRun("uniform_int8", false, {70}, 0, 0, 0, 9.0), {"veth", 0, 1e6}, "m", "synthetic",
+                               kGeom, false));
+  const nlohmann::json be = AnalysePoints(&points);
+  EXPECT_DOUBLE_EQ(points[1]["speedup_vs_identity"].get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(points[3]["speedup_vs_identity"].get<double>(), 50.0 / 60.0);
+  EXPECT_DOUBLE_EQ(points[0]["speedup_vs_identity"].get<double>(), 1.0);
+  EXPECT_FALSE(points[4].contains("speedup_vs_identity"));
+  ASSERT_EQ(be.size(), 1u);
+  EXPECT_EQ(be[0]["codec"], "uniform_int8");
+  EXPECT_EQ(be[0]["kind"], "bracketed");
+  EXPECT_EQ(be[0]["lo_rate"], "1gbit");
+  EXPECT_EQ(be[0]["hi_rate"], "veth");
+  EXPECT_EQ(DescribeBreakEven(be[0]).find("between 1gbit = 0.95 and veth = 9.00") != std::string::npos, true)
+      << DescribeBreakEven(be[0]);
 }
 
 }  // namespace
