@@ -66,6 +66,7 @@ struct DecodeService::SessionState {
   absl::Status failure ABSL_GUARDED_BY(mu);
   transfer::TransferStats rx_stats ABSL_GUARDED_BY(mu);
   transfer::Connection* conn ABSL_GUARDED_BY(mu) = nullptr;
+  bool kv_arrived ABSL_GUARDED_BY(mu) = false;  // every chunk decoded (kDone may still be going out)
   // The lease runs while nothing happens: from OpenSession until the data connection arrives,
   // and again from the end of the transfer until Resume. While the KV is being received the
   // data plane's own timeouts and peer-loss detection govern instead.
@@ -298,12 +299,19 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   transfer::ReceiverOptions ro;
   ro.pipelined = options_.pipelined;
   ro.codec_pool = deps_.codec_pool;
+  // The lease restarts when the KV has arrived, before the sender hears so (kDone).
+  ro.on_received = [this, &s] {
+    std::lock_guard<std::mutex> l(s->mu);
+    s->kv_arrived = true;
+    s->lease_deadline = Now() + s->lease;
+  };
   transfer::KvReceiver rx(conn.get(), &gate_, s->codec.get(), ro);
   absl::StatusOr<transfer::TransferStats> stats = rx.Receive(session, s->dest(), &s->keep);
   {
     std::lock_guard<std::mutex> l(s->mu);
     s->conn = nullptr;
-    s->lease_deadline = Now() + s->lease;
+    // Success: the lease restarted in on_received. Failure: Resume may still come for the reason.
+    if (!stats.ok()) s->lease_deadline = Now() + s->lease;
   }
   conn->Close();
   const std::string codec(s->codec->name());
@@ -329,8 +337,7 @@ void DecodeService::ReceiveLoop(std::shared_ptr<SessionState> s) {
   }
   std::lock_guard<std::mutex> l(s->mu);
   s->rx = SessionState::Rx::kReady;
-  s->rx_stats = *std::move(stats);
-  s->lease_deadline = Now() + s->lease;  // Resume must come within the lease from here
+  s->rx_stats = *std::move(stats);  // Resume must come within the lease (restarted in on_received)
   s->cv.notify_all();
 }
 
@@ -549,7 +556,7 @@ int DecodeService::ReclaimExpired() {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [id, s] : sessions_) {
       std::lock_guard<std::mutex> sl(s->mu);
-      if (!s->resumed && s->conn == nullptr && s->lease_deadline <= now) expired.push_back(s);
+      if (!s->resumed && (s->conn == nullptr || s->kv_arrived) && s->lease_deadline <= now) expired.push_back(s);
     }
   }
   for (auto& s : expired) {

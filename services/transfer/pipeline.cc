@@ -616,6 +616,7 @@ absl::StatusOr<TransferStats> KvReceiver::Receive(const Session& session,
     return result;
   }
 
+  if (options_.on_received) options_.on_received();
   std::vector<RxChunkTiming> rx(n);
   for (int i = 0; i < n; ++i) {
     const ChunkTiming& t = stats.chunk_timings[i];

@@ -28,6 +28,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -174,6 +175,9 @@ struct ReceiverOptions {
   // After a failure the receiver sends kAbort and drains the connection this long so the abort
   // reaches the sender before the connection closes.
   absl::Duration abort_drain = absl::Seconds(2);
+  // Called once every chunk is decoded, before kDone goes back: whatever it records happens
+  // before the sender's Send returns.
+  std::function<void()> on_received;
 };
 
 class KvReceiver {
