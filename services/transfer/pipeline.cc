@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -165,6 +166,22 @@ void SummarizeTimings(int64_t start_ns, int64_t end_ns, TransferStats* st) {
   st->ratio = st->bytes_wire ? static_cast<double>(st->bytes_raw) / st->bytes_wire : 0;
   st->goodput_gbps = st->handoff_ms > 0 ? 8.0 * st->bytes_raw / (st->handoff_ms * 1e6) : 0;
   st->wire_gbps = st->wire_ms > 0 ? 8.0 * st->bytes_wire / (st->wire_ms * 1e6) : 0;
+}
+
+int64_t EstimatePeerClockOffsetNs(absl::Span<const ChunkTiming> t, int64_t done_arrival_ns) {
+  int64_t hi = std::numeric_limits<int64_t>::max();
+  int64_t lo = std::numeric_limits<int64_t>::min();
+  for (const ChunkTiming& c : t) {
+    if (c.wire_begin_ns != 0 && c.recv_begin_ns != 0) hi = std::min(hi, c.recv_begin_ns - c.wire_begin_ns);
+    if (c.decode_end_ns != 0 && done_arrival_ns != 0) lo = std::max(lo, c.decode_end_ns - done_arrival_ns);
+  }
+  const bool has_hi = hi != std::numeric_limits<int64_t>::max();
+  const bool has_lo = lo != std::numeric_limits<int64_t>::min();
+  if (!has_hi && !has_lo) return 0;
+  if (!has_hi) return lo > 0 ? lo : 0;
+  if (!has_lo) return hi < 0 ? hi : 0;
+  if (lo <= 0 && 0 <= hi) return 0;
+  return lo / 2 + hi / 2;  // lo > hi cannot happen causally; the midpoint is still the best guess
 }
 
 void PredictHandoff(double link_gbps, TransferStats* st) {
@@ -441,6 +458,17 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
           t.decode_end_ns = r.decode_end_ns;
         }
         stats.has_peer_timings = true;
+        // Move the receiver's stamps onto this clock (the two hosts' monotonic clocks differ).
+        const int64_t offset = EstimatePeerClockOffsetNs(stats.chunk_timings,
+                                                         f->recv_begin_ns != 0 ? f->recv_begin_ns : end_ns);
+        stats.peer_clock_offset_ns = offset;
+        if (offset != 0) {
+          for (ChunkTiming& t : stats.chunk_timings) {
+            for (int64_t* ts : {&t.recv_begin_ns, &t.recv_end_ns, &t.decode_begin_ns, &t.decode_end_ns}) {
+              if (*ts != 0) *ts -= offset;
+            }
+          }
+        }
       }
     }
   }

@@ -87,15 +87,27 @@ struct TransferStats {
   double ratio = 0;         // bytes_raw / bytes_wire
   double encode_ms = 0;     // Σ encode (sender)
   double queue_ms = 0;      // Σ (wire_begin − encode_end) + Σ (decode_begin − recv_end)
-  double wire_ms = 0;       // union of [wire_begin, recv_end] (both clocks: same host only)
+  double wire_ms = 0;       // union of [wire_begin, recv_end] (receiver stamps on the sender's clock)
   double decode_ms = 0;     // Σ CRC check + decode (receiver)
   double handoff_ms = 0;    // sender start -> every chunk decoded (kDone received / last decode)
   double goodput_gbps = 0;  // bytes_raw over handoff (KV delivered per second)
   double wire_gbps = 0;     // bytes_wire over wire_ms
   bool has_peer_timings = false;  // the receiver's timestamps are merged in
+  // Receiver clock − sender clock, estimated by EstimatePeerClockOffsetNs and already removed
+  // from the merged receiver timestamps (0 on one host).
+  int64_t peer_clock_offset_ns = 0;
   std::vector<ChunkTiming> chunk_timings;
   AnalyticPrediction analytic;  // filled by PredictHandoff() (link_gbps = 0: not computed)
 };
+
+// The receiver's CLOCK_MONOTONIC minus the sender's, from one transfer's own frames (two hosts'
+// monotonic clocks are unrelated). Causality bounds it: a chunk's header arrives after its send
+// began (offset <= recv_begin - wire_begin, tightest for a chunk with nothing queued ahead of
+// it), and kDone, sent after the last decode, arrives at `done_arrival_ns` after it (offset >=
+// decode_end - done_arrival). Returns 0 when 0 lies within the bounds (one host: exact), else
+// their midpoint (error <= half the interval: about the one-way latency plus scheduling delay).
+// `t` holds sender stamps (wire_begin) and receiver stamps (recv_begin, decode_end) as received.
+int64_t EstimatePeerClockOffsetNs(absl::Span<const ChunkTiming> t, int64_t done_arrival_ns);
 
 // Fills stats->analytic for link rate `link_gbps` from the measured chunk timings.
 void PredictHandoff(double link_gbps, TransferStats* stats);

@@ -72,6 +72,43 @@ TEST(TransferStats, AnalyticFormulasOfCodecsSection5) {
   EXPECT_EQ(st.analytic.pipelined_ms, 0);
 }
 
+// ThreeChunks() on one clock: header arrival 1 ms after the send began, kDone (sent at the last
+// decode end, 28 ms) arriving 0.5 ms later on the sender's clock.
+std::vector<ChunkTiming> ShiftReceiver(std::vector<ChunkTiming> t, int64_t offset) {
+  for (ChunkTiming& c : t) {
+    c.recv_begin_ns += offset;
+    c.recv_end_ns += offset;
+    c.decode_begin_ns += offset;
+    c.decode_end_ns += offset;
+  }
+  return t;
+}
+
+TEST(PeerClockOffset, IsZeroWhenTheStampsShareAClock) {
+  const std::vector<ChunkTiming> t = ThreeChunks().chunk_timings;
+  EXPECT_EQ(EstimatePeerClockOffsetNs(t, 28 * kMs + kMs / 2), 0);
+}
+
+TEST(PeerClockOffset, RecoversAnUnrelatedClockWithinTheLatency) {
+  const int64_t done_arrival = 28 * kMs + kMs / 2;
+  // Causal bounds: offset - 0.5 ms <= estimate <= offset + 1 ms, midpoint = offset + 0.25 ms.
+  for (int64_t offset : {int64_t{3600} * 1000 * kMs, -int64_t{86400} * 1000 * kMs, 7 * kMs}) {
+    SCOPED_TRACE(offset);
+    const int64_t est = EstimatePeerClockOffsetNs(ShiftReceiver(ThreeChunks().chunk_timings, offset), done_arrival);
+    EXPECT_EQ(est, offset + kMs / 4);
+  }
+}
+
+TEST(PeerClockOffset, MissingStampsGiveAOneSidedOrNoEstimate) {
+  // Only the upper bound (no kDone arrival): 0 where 0 is within it, else the bound itself.
+  EXPECT_EQ(EstimatePeerClockOffsetNs(ShiftReceiver(ThreeChunks().chunk_timings, 100 * kMs), 0), 0);
+  std::vector<ChunkTiming> t = ShiftReceiver(ThreeChunks().chunk_timings, -100 * kMs);
+  EXPECT_EQ(EstimatePeerClockOffsetNs(t, 0), -100 * kMs + kMs);
+  for (ChunkTiming& c : t) c.wire_begin_ns = 0;
+  EXPECT_EQ(EstimatePeerClockOffsetNs(t, 0), 0);
+  EXPECT_EQ(EstimatePeerClockOffsetNs({}, 28 * kMs), 0);
+}
+
 TEST(LayerProgress, WaitsForLayersAndReportsProducerFailure) {
   LayerProgress p;
   EXPECT_TRUE(absl::IsDeadlineExceeded(p.WaitFor(1, absl::ZeroDuration())));
