@@ -146,7 +146,12 @@ cleanup() {
   trap - EXIT INT TERM
   set +e
   if [[ -n "$loadgen_pid" ]]; then
-    kill -TERM "$loadgen_pid" 2>/dev/null
+    # SIGTERM again until it is gone: one that lands between our fork and its exec is lost.
+    for _ in $(seq 1 50); do
+      kill -TERM "$loadgen_pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$loadgen_pid" 2>/dev/null
     wait "$loadgen_pid" 2>/dev/null
   fi
   stop kvs-prefill "$prefill_pid"
