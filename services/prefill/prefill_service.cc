@@ -396,8 +396,9 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   }
   // Every transfer, whatever its codec, feeds the auto policy's link EWMA for this peer: wire
   // bytes over the time the link carried them (the union of the chunks' [wire_begin, recv_end];
-  // encode stalls do not count). Both ends' CLOCK_MONOTONIC: exact on one host / across network
-  // namespaces; across machines it needs their clocks to agree.
+  // encode stalls do not count). The receiver's stamps are already on this host's clock
+  // (KvSender removes the offset EstimatePeerClockOffsetNs bounds from the transfer's own frames:
+  // exact on one host, within about the one-way latency across machines).
   // And its stage times refine the codec's speeds (decode: the peer's own timings).
   if (deps_.policy != nullptr) {
     deps_.policy->ObserveCodec(codec_name, static_cast<double>(ts->bytes_raw), ts->encode_ms,
