@@ -311,7 +311,7 @@ void FrameGate::SetPlacer(uint64_t session_id, PayloadPlacer placer) {
   }
 }
 
-bool FrameGate::HasPlacer(uint64_t session_id) const {
+bool FrameGate::HasPlacerForTest(uint64_t session_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return placers_.contains(session_id);
 }

@@ -184,7 +184,7 @@ class FrameGate {
   void SetPlacer(uint64_t session_id, PayloadPlacer placer);
   // True once `session_id`'s receiver has installed its placer (frames that arrive earlier land
   // in receive buffers).
-  bool HasPlacer(uint64_t session_id) const;
+  bool HasPlacerForTest(uint64_t session_id) const;
   // Only for headers Check() accepted.
   bool Place(const FrameHeader& h, PayloadPlacement* out) const;
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "common/synth/synthetic_kv.h"
 #include "kernels/codec.h"
 #include "services/transfer/pipeline.h"
@@ -339,8 +340,12 @@ TEST_P(TransferTest, SlowReceiverKeepsSenderMemoryBounded) {
     const bool placed = in_place && link_.rx->info().vectored_zero_copy;
     // Frames that arrive before the receiver installed its placer land in receive buffers
     // (correct, one copy more); start sending once it has, so the bound below is exact.
+    // Both waits below are bounded (a liveness limit, not a timing assertion): a receiver that
+    // failed early would otherwise leave the test spinning until ctest kills it.
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
     if (in_place) {
-      while (!link_.rx_gate.HasPlacer(s.session_id)) std::this_thread::yield();
+      while (!link_.rx_gate.HasPlacerForTest(s.session_id) && absl::Now() < give_up) std::this_thread::yield();
+      EXPECT_TRUE(link_.rx_gate.HasPlacerForTest(s.session_id)) << "the receiver never installed its placer";
     }
     KvSender sender(link_.tx_faulty.get(), &link_.tx_gate, codec.get(), so);
     std::thread tx_thread([&] { o.tx = sender.Send(s, src.view()); });
@@ -348,7 +353,9 @@ TEST_P(TransferTest, SlowReceiverKeepsSenderMemoryBounded) {
     // sender can only advance by what the link itself buffers.
     const bool from_kv = in_place && link_.tx->info().vectored_zero_copy;
     const uint64_t cap = placed ? 4 : 2;
-    while (link_.rx->counters().frames_received - received_before < cap) std::this_thread::yield();
+    while (link_.rx->counters().frames_received - received_before < cap && absl::Now() < give_up) {
+      std::this_thread::yield();
+    }
     EXPECT_EQ(link_.rx->counters().frames_received - received_before, cap);
     EXPECT_LE(sender.buffers_in_use(), 2);
     link_.rx_faulty->Open();
