@@ -37,8 +37,10 @@ int main(int argc, char** argv) {
     std::cerr << "kvs-health: expected exactly one HOST:PORT (see --help)\n";
     return 2;
   }
-  if (timeout_ms <= 0) {
-    std::cerr << "kvs-health: --timeout-ms must be > 0\n";
+  // Bounded above so that the deadline below cannot overflow the clock's range.
+  constexpr int64_t kMaxTimeoutMs = int64_t{24} * 3600 * 1000;
+  if (timeout_ms <= 0 || timeout_ms > kMaxTimeoutMs) {
+    std::cerr << "kvs-health: --timeout-ms must be in [1, " << kMaxTimeoutMs << "]\n";
     return 2;
   }
   const std::string target = p.positional()[0];

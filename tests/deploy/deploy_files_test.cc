@@ -291,6 +291,8 @@ TEST(KvsHealth, ServingDaemonIsZeroUnknownServiceAndDeadPortAreOneBadOptionsTwo)
   EXPECT_EQ(RunProcess({KVS_HEALTH_BIN, "localhost"}, absl::Seconds(10)).exit_code, 2);
   EXPECT_EQ(RunProcess({KVS_HEALTH_BIN, "--timeout-ms", "0", addr}, absl::Seconds(10)).exit_code, 2);
   EXPECT_EQ(RunProcess({KVS_HEALTH_BIN, "--timeout-ms", "soon", addr}, absl::Seconds(10)).exit_code, 2);
+  // A deadline past the clock's range is refused, not computed with an overflow.
+  EXPECT_EQ(RunProcess({KVS_HEALTH_BIN, "--timeout-ms", "9223372036854775807", addr}, absl::Seconds(10)).exit_code, 2);
 }
 
 }  // namespace
