@@ -25,6 +25,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tests/deploy/deploy_testing.h"
 #include "tests/integration/daemons/daemon_process.h"
 
 namespace kvs::testing {
@@ -33,22 +34,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string SourceDir() {
-  const char* s = std::getenv("KVS_SOURCE_DIR");
-  return s != nullptr ? s : fs::current_path().string();
-}
-// RunProcess execs without a PATH search: the tool's full path (or the bare name, which then fails
-// with exit 127 and a message).
-std::string Which(const std::string& tool) {
-  ProcessResult r = RunProcess({"/bin/sh", "-c", "command -v " + tool}, absl::Seconds(10));
-  std::string p = r.out;
-  while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
-  return p.empty() ? tool : p;
-}
-std::string BinDir() {
-  const char* s = std::getenv("KVS_TEST_BIN_DIR");
-  return s != nullptr ? s : KVS_BIN_DIR;
-}
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -61,10 +46,7 @@ std::string Compose() { return SourceDir() + "/deploy/docker-compose.yml"; }
 std::string Hadolint() {
   const std::string venv = SourceDir() + "/.venv/bin/hadolint";
   if (::access(venv.c_str(), X_OK) == 0) return venv;
-  ProcessResult r = RunProcess({"/bin/sh", "-c", "command -v hadolint"}, absl::Seconds(10));
-  std::string p = r.out;
-  while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
-  return p;
+  return FindTool("hadolint");
 }
 bool HaveDockerCompose() {
   return RunProcess({"/bin/sh", "-c", "command -v docker-compose"}, absl::Seconds(10)).exit_code == 0;

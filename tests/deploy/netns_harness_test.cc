@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "tests/deploy/deploy_testing.h"
 #include "tests/integration/daemons/daemon_process.h"
 
 extern char** environ;
@@ -41,22 +42,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string SourceDir() {
-  const char* s = std::getenv("KVS_SOURCE_DIR");
-  return s != nullptr ? s : fs::current_path().string();
-}
-// RunProcess execs without a PATH search: the tool's full path (or the bare name, which then fails
-// with exit 127 and a message).
-std::string Which(const std::string& tool) {
-  ProcessResult r = RunProcess({"/bin/sh", "-c", "command -v " + tool}, absl::Seconds(10));
-  std::string p = r.out;
-  while (!p.empty() && (p.back() == '\n' || p.back() == ' ')) p.pop_back();
-  return p.empty() ? tool : p;
-}
-std::string BinDir() {
-  const char* s = std::getenv("KVS_TEST_BIN_DIR");
-  return s != nullptr ? s : KVS_BIN_DIR;
-}
 std::string Harness() { return SourceDir() + "/deploy/netns/kvs-netns-pair.sh"; }
 
 // A name and a /24 of this process's own, so that concurrent runs (other build dirs) do not collide.
