@@ -47,6 +47,7 @@ struct RequestStats {
   std::string codec_reason;
   std::string transport;
   bool pipelined = false;
+  bool layer_pipelined = false;
 
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;

@@ -92,6 +92,7 @@ void ToProto(const RequestStats& s, pb::RequestStats* o) {
   o->set_codec_reason(s.codec_reason);
   o->set_transport(s.transport);
   o->set_pipelined(s.pipelined);
+  o->set_layer_pipelined(s.layer_pipelined);
   o->set_prompt_tokens(s.prompt_tokens);
   o->set_generated_tokens(s.generated_tokens);
   o->set_tokenize_ms(s.tokenize_ms);
@@ -123,6 +124,7 @@ RequestStats FromProto(const pb::RequestStats& o) {
   s.codec_reason = o.codec_reason();
   s.transport = o.transport();
   s.pipelined = o.pipelined();
+  s.layer_pipelined = o.layer_pipelined();
   s.prompt_tokens = o.prompt_tokens();
   s.generated_tokens = o.generated_tokens();
   s.tokenize_ms = o.tokenize_ms();

@@ -316,6 +316,7 @@ absl::StatusOr<RequestStats> PrefillService::Run(Request& r) {
   // same export runs, and every layer is marked ready once the forward is done. Same bytes
   // either way (PrefillLayer::ExportF16 writes what KvCache::ExportF16 would).
   const bool layer_pipelined = pipelined && options_.layer_pipelined;
+  st.layer_pipelined = layer_pipelined;
   if (pipelined) {
     // Chunk i leaves as soon as its layers are ready, while later work (later layers, sampling,
     // the first token's trip to the client) goes on.

@@ -361,6 +361,7 @@ TEST(Convert, StatsSurviveTheRoundTrip) {
   s.ratio = 6.5;
   s.predicted_handoff_ms = 2.0;
   s.finish_reason = "eos";
+  s.layer_pipelined = true;
   ::kvshuttle::v1::RequestStats p;
   ToProto(s, &p);
   RequestStats back = FromProto(p);
@@ -371,6 +372,8 @@ TEST(Convert, StatsSurviveTheRoundTrip) {
   EXPECT_EQ(back.ratio, 6.5);
   EXPECT_EQ(back.predicted_handoff_ms, 2.0);
   EXPECT_EQ(back.finish_reason, "eos");
+  EXPECT_TRUE(back.layer_pipelined);
+  EXPECT_FALSE(back.pipelined);
 }
 
 }  // namespace

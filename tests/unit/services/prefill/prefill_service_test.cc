@@ -211,6 +211,7 @@ TEST_F(PrefillServiceTest, LayerPipelinedHandoffDeliversTheSameKvBytesAsAfterThe
       Start();
       Run r = Generate(Params(prompt, 20, codec));
       KVS_ASSERT_OK(r.stats.status()) << codec << " layered " << layered;
+      EXPECT_EQ(r.stats->layer_pipelined, layered) << codec;
       tokens.push_back(r.tokens);
     }
     std::vector<Received> got = TakeReceived();
