@@ -102,12 +102,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
   absl::Status s = config::SplitHostPort(listen, &host, &want_port);
   if (!s.ok()) return s;
 
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = MakeServerCredentials(options.tls);
+  if (!creds.ok()) return creds.status();
+
   std::unique_ptr<GrpcServer> server(new GrpcServer());
   server->health_ = std::make_unique<HealthService>(options.health_service_names);
   server->host_ = host;
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(listen, *creds, &server->port_);
   for (grpc::Service* svc : services) builder.RegisterService(svc);
   builder.RegisterService(server->health_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
@@ -163,6 +166,14 @@ grpc::ChannelArguments DefaultChannelArguments() {
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
                                    DefaultChannelArguments());
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target, const TlsOptions& tls) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeChannelCredentials(tls);
+  if (!creds.ok()) return creds.status();
+  grpc::ChannelArguments args = DefaultChannelArguments();
+  if (!tls.server_name_override.empty()) args.SetSslTargetNameOverride(tls.server_name_override);
+  return grpc::CreateCustomChannel(target, *creds, args);
 }
 
 }  // namespace kvs::control

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/control/tls.h"
 
 namespace kvs::control {
 
@@ -29,12 +30,14 @@ struct GrpcServerOptions {
   int max_concurrent_streams = 256;
   // Names grpc.health.v1 reports besides "" (e.g. "kvshuttle.v1.Decode").
   std::vector<std::string> health_service_names;
+  // TLS / mTLS (tls.h); default insecure. Bad files make Start fail with INVALID_ARGUMENT.
+  TlsOptions tls;
 };
 
 class GrpcServer {
  public:
   // `listen` is "host:port" (port 0 = any free port). The services must outlive the server.
-  // UNAVAILABLE when the address cannot be bound.
+  // UNAVAILABLE when the address cannot be bound; INVALID_ARGUMENT for bad TLS options or files.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& listen,
                                                            std::vector<grpc::Service*> services,
                                                            const GrpcServerOptions& options = {});
@@ -63,6 +66,10 @@ class GrpcServer {
 // Channel arguments every kvshuttle client uses: keepalive pings during calls (peer loss within
 // seconds on a silent network), fast reconnect after a peer restarts, message size limits.
 grpc::ChannelArguments DefaultChannelArguments();
+// An insecure channel with DefaultChannelArguments.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+// A channel with DefaultChannelArguments and the credentials of `tls` (insecure when no TLS field
+// is set; server_name_override as the SSL target name). INVALID_ARGUMENT for bad options or files.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target, const TlsOptions& tls);
 
 }  // namespace kvs::control
