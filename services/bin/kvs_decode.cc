@@ -25,6 +25,7 @@
 #include "services/control/grpc_server.h"
 #include "services/control/grpc_services.h"
 #include "services/control/serving_model.h"
+#include "services/control/tls.h"
 #include "services/decode/decode_options.h"
 #include "services/decode/decode_service.h"
 #include "services/metrics/metrics.h"
@@ -57,6 +58,9 @@ int main(int argc, char** argv) {
   if (!cl->positional.empty()) return Fail(absl::InvalidArgumentError("unexpected argument " + cl->positional[0]), 2);
   if (absl::Status s = kvs::decode::ValidateDecodeOptions(o); !s.ok()) return Fail(s, 2);
   kvs::ConfigureLogging(o.log_level);
+  kvs::control::TlsOptions tls{o.tls_cert, o.tls_key, o.tls_ca, o.tls_require_client_cert, ""};
+  // The PEM files are checked now, before the model loads (GrpcServer::Start reads them again).
+  if (absl::Status s = kvs::control::MakeServerCredentials(tls).status(); !s.ok()) return Fail(s, 2);
 
   kvs::CodecRegistry registry = kvs::CodecRegistry::Builtin();
   for (const std::string& c : o.codecs) {
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
   kvs::control::DecodeGrpcService grpc_service(&service, absl::Milliseconds(o.max_call_timeout_ms));
   kvs::control::GrpcServerOptions so;
   so.health_service_names = {"kvshuttle.v1.Decode"};
+  so.tls = tls;
   absl::StatusOr<std::unique_ptr<kvs::control::GrpcServer>> server =
       kvs::control::GrpcServer::Start(o.listen, {&grpc_service}, so);
   if (!server.ok()) return Fail(server.status(), 1);
@@ -110,9 +115,9 @@ int main(int argc, char** argv) {
 
   const std::string grpc_addr = (*server)->address();
   const std::string metrics_addr = metrics_server ? metrics_server->address() : "off";
-  KVS_LOG_INFO("kvs-decode serving model {} ({}, fingerprint {}) on {}; data plane {}; metrics {}",
+  KVS_LOG_INFO("kvs-decode serving model {} ({}, fingerprint {}) on {} ({}); data plane {}; metrics {}",
                (*model)->name(), (*model)->config().ToString(), (*model)->fingerprint(), grpc_addr,
-               absl::StrJoin(o.transports, ","), metrics_addr);
+               tls.DescribeServer(), absl::StrJoin(o.transports, ","), metrics_addr);
   if (!o.ready_file.empty()) {
     absl::Status s = kvs::control::WriteReadyFile(
         o.ready_file, {{"grpc", grpc_addr}, {"metrics", metrics_addr}, {"pid", std::to_string(getpid())}});

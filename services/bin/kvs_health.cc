@@ -4,9 +4,10 @@
 //
 //   kvs-health 127.0.0.1:50051
 //   kvs-health --service kvshuttle.v1.Decode --timeout-ms 2000 10.0.0.2:50052
+//   kvs-health --tls-ca ca.pem --tls-cert client.pem --tls-key client.key 10.0.0.2:50052   # (m)TLS
 //
 // Exit status: 0 SERVING; 1 NOT_SERVING, unknown service or unreachable (the reason on stderr);
-// 2 bad options.
+// 2 bad options (including unreadable or invalid TLS files).
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 
 #include "common/cli/args.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "services/control/grpc_server.h"
 
 int main(int argc, char** argv) {
   kvs::ArgParser p("kvs-health", "grpc.health.v1 Check of a kvshuttle daemon: HOST:PORT; exit 0 when SERVING.");
@@ -25,6 +27,12 @@ int main(int argc, char** argv) {
   p.AddString("service", &service, "service name to check (\"\" = the whole server)");
   p.AddInt("timeout-ms", &timeout_ms, "deadline of the check, including connecting");
   p.AddBool("quiet", &quiet, "print nothing on success");
+  kvs::control::TlsOptions tls;  // any --tls-* flag = TLS (services/control/tls.h)
+  p.AddString("tls-ca", &tls.ca_file, "TLS: CA certificates (PEM) that verify the daemon");
+  p.AddString("tls-cert", &tls.cert_file, "TLS: client certificate (PEM) for a daemon that requires one (mTLS)");
+  p.AddString("tls-key", &tls.key_file, "TLS: private key (PEM) of --tls-cert");
+  p.AddString("tls-server-name", &tls.server_name_override,
+              "TLS: name the daemon's certificate must carry (default: HOST)");
   if (absl::Status s = p.Parse(argc, argv); !s.ok()) {
     std::cerr << "kvs-health: " << s.message() << "\n";
     return 2;
@@ -49,8 +57,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-  auto stub = grpc::health::v1::Health::NewStub(channel);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = kvs::control::MakeChannel(target, tls);
+  if (!channel.ok()) {
+    std::cerr << "kvs-health: " << channel.status().message() << "\n";
+    return 2;
+  }
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
   grpc::health::v1::HealthCheckRequest req;
   req.set_service(service);
   grpc::health::v1::HealthCheckResponse resp;
@@ -61,7 +73,10 @@ int main(int argc, char** argv) {
   const std::string what = service.empty() ? target : target + " (" + service + ")";
   if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     std::cerr << "kvs-health: " << what << ": no answer within " << timeout_ms
-              << " ms (not listening, not reachable, or still starting)\n";
+              << " ms (not listening, not reachable, or still starting"
+              << (tls.ClientEnabled() ? "; or the TLS handshake failed: check --tls-* against the daemon's certificates"
+                                      : "; or the daemon serves TLS: see --tls-ca")
+              << ")\n";
     return 1;
   }
   if (!s.ok()) {

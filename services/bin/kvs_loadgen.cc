@@ -23,6 +23,7 @@
 #include "services/config/config.h"
 #include "services/control/grpc_server.h"
 #include "services/control/grpc_services.h"
+#include "services/control/tls.h"
 #include "services/loadgen/loadgen.h"
 
 namespace {
@@ -50,6 +51,12 @@ int main(int argc, char** argv) {
   o.prompts_file = KVS_DEFAULT_PROMPTS;
   kvs::config::ConfigTable table("kvs-loadgen", "Load generator for kvs-prefill: compares codecs on the service.");
   kvs::loadgen::BindLoadgenOptions(table, &o);
+  kvs::control::TlsOptions tls;  // TLS to the target (services/control/tls.h); none set = insecure
+  table.String("tls_ca", &tls.ca_file, "TLS: CA certificates (PEM) that verify the target; any tls_* key = TLS");
+  table.String("tls_cert", &tls.cert_file, "TLS: client certificate (PEM) for an mTLS target");
+  table.String("tls_key", &tls.key_file, "TLS: private key (PEM) of tls_cert");
+  table.String("tls_server_name", &tls.server_name_override,
+               "TLS: name the target's certificate must carry (default: the host in target)");
   absl::StatusOr<kvs::config::CommandLine> cl = kvs::config::Load(table, argc, argv);
   if (!cl.ok()) return Fail(cl.status(), 2);
   if (cl->help) {
@@ -62,7 +69,9 @@ int main(int argc, char** argv) {
   }
   if (absl::Status s = kvs::loadgen::ValidateLoadgenOptions(o); !s.ok()) return Fail(s, 2);
   kvs::ConfigureLogging(o.log_level);
-  kvs::control::GrpcPrefillClient client(kvs::control::MakeChannel(o.target), o.target);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = kvs::control::MakeChannel(o.target, tls);
+  if (!channel.ok()) return Fail(channel.status(), 2);
+  kvs::control::GrpcPrefillClient client(*channel, o.target);
   absl::StatusOr<kvs::control::ServerInfo> info = client.Info(absl::Now() + absl::Seconds(10));
   if (!info.ok()) return Fail(info.status(), 1);
   absl::StatusOr<std::vector<kvs::loadgen::Prompt>> prompts = kvs::loadgen::LoadPrompts(o, info->vocab_size);

@@ -30,6 +30,7 @@
 #include "services/control/grpc_server.h"
 #include "services/control/grpc_services.h"
 #include "services/control/serving_model.h"
+#include "services/control/tls.h"
 #include "services/metrics/metrics.h"
 #include "services/prefill/codec_policy.h"
 #include "services/prefill/prefill_options.h"
@@ -63,6 +64,14 @@ int main(int argc, char** argv) {
   if (!cl->positional.empty()) return Fail(absl::InvalidArgumentError("unexpected argument " + cl->positional[0]), 2);
   if (absl::Status s = kvs::prefill::ValidatePrefillOptions(o); !s.ok()) return Fail(s, 2);
   kvs::ConfigureLogging(o.log_level);
+  kvs::control::TlsOptions tls{o.tls_cert, o.tls_key, o.tls_ca, o.tls_require_client_cert, ""};
+  kvs::control::TlsOptions decode_tls{o.decode_tls_cert, o.decode_tls_key, o.decode_tls_ca, false,
+                                      o.decode_tls_server_name};
+  // The PEM files are checked now, before the model loads (they are read again where used).
+  if (absl::Status s = kvs::control::MakeServerCredentials(tls).status(); !s.ok()) return Fail(s, 2);
+  if (absl::Status s = kvs::control::MakeChannelCredentials(decode_tls).status(); !s.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("decode_tls: ", s.message())), 2);
+  }
 
   kvs::CodecRegistry registry = kvs::CodecRegistry::Builtin();
   for (const std::string& c : o.codecs) {
@@ -131,8 +140,9 @@ int main(int argc, char** argv) {
   kvs::control::DecodeClientOptions dco;
   dco.connect_timeout = absl::Milliseconds(o.connect_timeout_ms);
   for (const std::string& addr : o.decode) {
-    deps.peers.push_back({addr, std::make_unique<kvs::control::GrpcDecodeClient>(
-                                    kvs::control::MakeChannel(addr), addr, dco)});
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = kvs::control::MakeChannel(addr, decode_tls);
+    if (!channel.ok()) return Fail(channel.status(), 2);
+    deps.peers.push_back({addr, std::make_unique<kvs::control::GrpcDecodeClient>(*channel, addr, dco)});
   }
   deps.policy = policy.ok() ? policy->get() : nullptr;
   deps.codec_pool = codec_pool.get();
@@ -144,6 +154,7 @@ int main(int argc, char** argv) {
   kvs::control::PrefillGrpcService grpc_service(&service, absl::Milliseconds(o.request_timeout_ms));
   kvs::control::GrpcServerOptions so;
   so.health_service_names = {"kvshuttle.v1.Prefill"};
+  so.tls = tls;
   absl::StatusOr<std::unique_ptr<kvs::control::GrpcServer>> server =
       kvs::control::GrpcServer::Start(o.listen, {&grpc_service}, so);
   if (!server.ok()) return Fail(server.status(), 1);
@@ -157,9 +168,10 @@ int main(int argc, char** argv) {
 
   const std::string grpc_addr = (*server)->address();
   const std::string metrics_addr = metrics_server ? metrics_server->address() : "off";
-  KVS_LOG_INFO("kvs-prefill serving model {} (fingerprint {}) on {}; decode peers {}; transport {}; codec {}; metrics {}",
-               (*model)->name(), (*model)->fingerprint(), grpc_addr, absl::StrJoin(o.decode, ","), o.transport,
-               o.codec, metrics_addr);
+  KVS_LOG_INFO("kvs-prefill serving model {} (fingerprint {}) on {} ({}); decode peers {} ({}); transport {}; codec {}; "
+               "metrics {}",
+               (*model)->name(), (*model)->fingerprint(), grpc_addr, tls.DescribeServer(), absl::StrJoin(o.decode, ","),
+               decode_tls.DescribeClient(), o.transport, o.codec, metrics_addr);
   if (!o.ready_file.empty()) {
     absl::Status s = kvs::control::WriteReadyFile(
         o.ready_file, {{"grpc", grpc_addr}, {"metrics", metrics_addr}, {"pid", std::to_string(getpid())}});

@@ -43,6 +43,11 @@ void BindDecodeOptions(config::ConfigTable& t, DecodeOptions* o) {
   t.String("metrics_host", &o->metrics_host, "address /metrics binds to");
   t.Enum("log_level", &o->log_level, {"error", "warn", "info", "debug", "trace"}, "log level");
   t.String("ready_file", &o->ready_file, "write bound addresses here once serving (tests, scripts)");
+  t.String("tls_cert", &o->tls_cert, "gRPC server TLS certificate chain (PEM); empty = insecure");
+  t.String("tls_key", &o->tls_key, "private key (PEM) of tls_cert");
+  t.String("tls_ca", &o->tls_ca, "CA certificates (PEM) that verify client certificates");
+  t.Bool("tls_require_client_cert", &o->tls_require_client_cert,
+         "mTLS: refuse clients without a certificate from tls_ca");
 }
 
 absl::Status ValidateDecodeOptions(const DecodeOptions& o) {
@@ -53,6 +58,13 @@ absl::Status ValidateDecodeOptions(const DecodeOptions& o) {
         absl::StrCat("lease_ms ", o.lease_ms, " exceeds max_lease_ms ", o.max_lease_ms));
   }
   if (o.data_host.empty()) return absl::InvalidArgumentError("data_host must not be empty");
+  if (o.tls_cert.empty() != o.tls_key.empty()) return absl::InvalidArgumentError("tls_cert and tls_key go together");
+  if (o.tls_cert.empty() && (!o.tls_ca.empty() || o.tls_require_client_cert)) {
+    return absl::InvalidArgumentError("tls_ca / tls_require_client_cert need tls_cert and tls_key");
+  }
+  if (o.tls_require_client_cert && o.tls_ca.empty()) {
+    return absl::InvalidArgumentError("tls_require_client_cert needs tls_ca (the CA of the client certificates)");
+  }
   return absl::OkStatus();
 }
 

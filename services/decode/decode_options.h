@@ -62,6 +62,10 @@ struct DecodeOptions {
   std::string log_level = "info";
   // When set, the bound addresses are written here (key=value lines) once serving.
   std::string ready_file;
+  // TLS of the gRPC server (PEM files; services/control/tls.h): tls_cert + tls_key turn it on;
+  // tls_ca verifies client certificates, which tls_require_client_cert makes mandatory (mTLS).
+  std::string tls_cert, tls_key, tls_ca;
+  bool tls_require_client_cert = false;
 };
 
 // Binds every field to `table` with its help text and validation.

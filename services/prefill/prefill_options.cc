@@ -52,6 +52,17 @@ void BindPrefillOptions(config::ConfigTable& t, PrefillOptions* o) {
   t.String("metrics_host", &o->metrics_host, "address /metrics binds to");
   t.Enum("log_level", &o->log_level, {"error", "warn", "info", "debug", "trace"}, "log level");
   t.String("ready_file", &o->ready_file, "write bound addresses here once serving (tests, scripts)");
+  t.String("tls_cert", &o->tls_cert, "gRPC server TLS certificate chain (PEM); empty = insecure");
+  t.String("tls_key", &o->tls_key, "private key (PEM) of tls_cert");
+  t.String("tls_ca", &o->tls_ca, "CA certificates (PEM) that verify client certificates");
+  t.Bool("tls_require_client_cert", &o->tls_require_client_cert,
+         "mTLS: refuse clients without a certificate from tls_ca");
+  t.String("decode_tls_ca", &o->decode_tls_ca,
+           "TLS to the decode peers: CA certificates (PEM) that verify them; empty with no decode_tls_* = insecure");
+  t.String("decode_tls_cert", &o->decode_tls_cert, "TLS to the decode peers: client certificate (PEM, mTLS)");
+  t.String("decode_tls_key", &o->decode_tls_key, "TLS to the decode peers: private key (PEM) of decode_tls_cert");
+  t.String("decode_tls_server_name", &o->decode_tls_server_name,
+           "TLS to the decode peers: name their certificates must carry (default: the host in decode)");
 }
 
 absl::Status ValidatePrefillOptions(const PrefillOptions& o) {
@@ -60,6 +71,16 @@ absl::Status ValidatePrefillOptions(const PrefillOptions& o) {
     return absl::InvalidArgumentError("decode: at least one kvs-decode peer is required (--decode HOST:PORT)");
   }
   if (o.codec.empty()) return absl::InvalidArgumentError("codec must not be empty (a codec name or auto)");
+  if (o.tls_cert.empty() != o.tls_key.empty()) return absl::InvalidArgumentError("tls_cert and tls_key go together");
+  if (o.tls_cert.empty() && (!o.tls_ca.empty() || o.tls_require_client_cert)) {
+    return absl::InvalidArgumentError("tls_ca / tls_require_client_cert need tls_cert and tls_key");
+  }
+  if (o.tls_require_client_cert && o.tls_ca.empty()) {
+    return absl::InvalidArgumentError("tls_require_client_cert needs tls_ca (the CA of the client certificates)");
+  }
+  if (o.decode_tls_cert.empty() != o.decode_tls_key.empty()) {
+    return absl::InvalidArgumentError("decode_tls_cert and decode_tls_key go together");
+  }
   return absl::OkStatus();
 }
 

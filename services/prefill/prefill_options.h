@@ -84,6 +84,14 @@ struct PrefillOptions {
   std::string log_level = "info";
   // When set, the bound addresses are written here (key=value lines) once serving.
   std::string ready_file;
+  // TLS of the gRPC server (PEM files; services/control/tls.h): tls_cert + tls_key turn it on;
+  // tls_ca verifies client certificates, which tls_require_client_cert makes mandatory (mTLS).
+  std::string tls_cert, tls_key, tls_ca;
+  bool tls_require_client_cert = false;
+  // TLS of the channels to the decode peers: decode_tls_ca verifies them (any decode_tls_* key
+  // turns TLS on); decode_tls_cert + decode_tls_key are presented for mTLS; decode_tls_server_name
+  // is the name checked against their certificates instead of the host in `decode`.
+  std::string decode_tls_ca, decode_tls_cert, decode_tls_key, decode_tls_server_name;
 };
 
 void BindPrefillOptions(config::ConfigTable& table, PrefillOptions* o);
