@@ -380,11 +380,11 @@ absl::StatusOr<Baseline> MeasureIperf(const Config& c) {
     KVS_RETURN_IF_ERROR(client.Start(absl::StrCat("iperf3 -c ", c.recv_host, " -p ", port, " -t ",
                                                   c.baseline_seconds, " -P ", c.tcp_streams, " -J 2>/dev/null")));
     out = client.ReadAll(absl::Seconds(c.baseline_seconds + 20));
-    client.Wait();
+    client.Kill();  // reaps it; one still running past its time (hung) must not block us
     if (absl::StrContains(out, "sum_received")) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // server not listening yet
   }
-  server.Wait();
+  server.Kill();  // -1: it exits after the one test; not if the client never connected
   nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
   if (j.is_discarded() || !j.contains("end")) return absl::UnavailableError("iperf3 gave no result");
   Baseline b;
@@ -418,11 +418,11 @@ absl::StatusOr<Baseline> MeasurePerftest(const Config& c, const std::string& tra
     Child client;
     KVS_RETURN_IF_ERROR(client.Start(cmd));
     out = client.ReadAll(absl::Seconds(120));
-    client.Wait();
+    client.Kill();  // reaps it; one still running past its time (hung) must not block us
     if (!absl::StrContains(out, "Connection refused") && !absl::StrContains(out, "connect")) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  server.Wait();
+  server.Kill();  // it exits after one test; not if no client ever reached it
   // Last line: iterations, 50%ile, avg overhead, overall overhead, MB/s avg, MB/s overall, ...
   std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipWhitespace());
   for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
@@ -715,6 +715,10 @@ absl::StatusOr<nlohmann::json> SendMain(const Config& c, const TransferHooks& ho
     }
   }
   if (c.repeats < 1) return absl::InvalidArgumentError("--repeats must be >= 1");
+  // iperf3 reads -t as whole seconds and takes 0 as "no time limit".
+  if (c.baseline == "auto" && c.baseline_seconds < 1) {
+    return absl::InvalidArgumentError("--baseline-seconds must be >= 1 (iperf3 -t is whole seconds)");
+  }
   if (!c.quiet) {
     std::cerr << absl::StrFormat("kvs-bench transfer: %s %s, %.1f MiB of K+V, %s\n", c.model, g.ToString(),
                                  g.raw_bytes() / 1048576.0, source);
