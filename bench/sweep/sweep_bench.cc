@@ -524,6 +524,8 @@ absl::Status Sweep(const Config& c, const std::vector<std::string>& argv_all) {
     std::ofstream f(c.json);
     if (!f) return absl::PermissionDeniedError("cannot write " + c.json);
     f << doc.dump(1) << "\n";
+    f.flush();
+    if (!f) return absl::DataLossError("writing " + c.json + " failed (disk full?)");
     std::cerr << "json written to " << c.json << "\n";
   }
   return absl::OkStatus();
