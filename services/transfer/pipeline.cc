@@ -168,6 +168,23 @@ void SummarizeTimings(int64_t start_ns, int64_t end_ns, TransferStats* st) {
   st->wire_gbps = st->wire_ms > 0 ? 8.0 * st->bytes_wire / (st->wire_ms * 1e6) : 0;
 }
 
+namespace {
+// Receiver stamps from the wire go into int64 arithmetic (offsets, differences, sums): each must be
+// within [0, 2^62) ns (146 years of uptime) and ordered within its chunk, or none is used.
+bool PlausiblePeerTimings(absl::Span<const RxChunkTiming> rx) {
+  constexpr int64_t kMax = int64_t{1} << 62;
+  auto in_range = [](int64_t t) { return t >= 0 && t < kMax; };
+  for (const RxChunkTiming& r : rx) {
+    if (!in_range(r.recv_begin_ns) || !in_range(r.recv_end_ns) || !in_range(r.decode_begin_ns) ||
+        !in_range(r.decode_end_ns)) {
+      return false;
+    }
+    if (r.recv_end_ns < r.recv_begin_ns || r.decode_end_ns < r.decode_begin_ns) return false;
+  }
+  return true;
+}
+}  // namespace
+
 int64_t EstimatePeerClockOffsetNs(absl::Span<const ChunkTiming> t, int64_t done_arrival_ns) {
   int64_t hi = std::numeric_limits<int64_t>::max();
   int64_t lo = std::numeric_limits<int64_t>::min();
@@ -448,6 +465,10 @@ absl::StatusOr<TransferStats> KvSender::Send(const Session& session, const KvCac
           crc.ok() ? DecodeDonePayload(f->bytes(), n) : absl::StatusOr<std::vector<RxChunkTiming>>(crc);
       if (!rx.ok()) {
         local = rx.status();
+      } else if (!PlausiblePeerTimings(*rx)) {
+        // Stats only: the KV itself arrived intact (every chunk CRC-checked, kDone sent).
+        KVS_LOG_WARN("session {}: the receiver's stage timestamps are out of range; stats without them",
+                     session.session_id);
       } else {
         for (const RxChunkTiming& r : *rx) {
           if (r.chunk >= static_cast<uint32_t>(n)) continue;

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "services/transfer/crc32c.h"
 #include "services/transfer/transport.h"
 
 namespace kvs::transfer::testing {
@@ -30,6 +31,12 @@ class FaultyConnection final : public Connection {
     rewrite_chunk_ = static_cast<int64_t>(chunk);
     rewrite_ = std::move(fn);
   }
+  // Rewrites the payload of the kDone frames this side sends (then re-seals its CRCs, so the frame
+  // is well-formed and only its content lies).
+  void RewriteDonePayload(std::function<void(std::vector<uint8_t>*)> fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    rewrite_done_ = std::move(fn);
+  }
   // Receive() blocks until Open() (a receiver that does not keep up).
   void HoldReceives() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -47,6 +54,15 @@ class FaultyConnection final : public Connection {
     bool copy = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (h.kind == static_cast<uint8_t>(FrameKind::kDone) && rewrite_done_) {
+        auto owned = std::make_shared<std::vector<uint8_t>>();
+        for (absl::Span<const uint8_t> p : parts) owned->insert(owned->end(), p.begin(), p.end());
+        rewrite_done_(owned.get());
+        h.payload_bytes = owned->size();
+        h.payload_crc32c = Crc32c(owned->data(), owned->size());
+        SealFrameHeader(&h);
+        return inner_->Send(h, *owned, [owned, done = std::move(done)](const SendResult& r) { done(r); });
+      }
       if (h.kind == static_cast<uint8_t>(FrameKind::kChunk)) {
         if (static_cast<int64_t>(h.chunk_index) == rewrite_chunk_ && rewrite_) {
           rewrite_(&h);
@@ -87,6 +103,7 @@ class FaultyConnection final : public Connection {
   size_t flip_bit_ = 0;
   int64_t rewrite_chunk_ = -1;
   std::function<void(FrameHeader*)> rewrite_;
+  std::function<void(std::vector<uint8_t>*)> rewrite_done_;
   bool held_ = false;
 };
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <thread>
 
 #include "absl/time/clock.h"
@@ -257,6 +258,26 @@ TEST_P(TransferTest, FlippedPayloadBitFailsClosedWithCrcMismatch) {
   // The sender hears the receiver's abort (or, at worst, loses the connection): never OK.
   EXPECT_THAT(o.tx, AnyOf(StatusIs(Code::kDataLoss, HasSubstr("peer aborted")),
                           StatusIs(Code::kUnavailable, ::testing::_)));
+}
+
+TEST_P(TransferTest, ImplausiblePeerTimestampsAreDroppedNotComputedWith) {
+  KVS_ASSERT_OK_AND_ASSIGN(auto codec, registry_.Create("identity"));
+  KVS_ASSERT_OK_AND_ASSIGN(Session s, MakeSession(*codec, geom_));
+  ASSERT_NO_FATAL_FAILURE(Connect(s));
+  // kDone payload: u32 count, u32 reserved, then per chunk {u32 chunk, u32, 4 x i64 stamps}.
+  link_.rx_faulty->RewriteDonePayload([](std::vector<uint8_t>* p) {
+    const int64_t huge = std::numeric_limits<int64_t>::min();
+    std::memcpy(p->data() + 8 + 8, &huge, sizeof huge);  // chunk 0's recv_begin_ns
+  });
+  OwnedKv src = MakeSyntheticKv(geom_, 5);
+  OwnedKv dst = OwnedKv::Zeros(geom_);
+  Outcome o = Transfer(s, *codec, src.view(), dst.mutable_view());
+  ASSERT_THAT(o.rx, IsOk());
+  ASSERT_THAT(o.tx, IsOk());  // the KV arrived intact: only the stats lose the receiver's side
+  EXPECT_FALSE(o.tx->has_peer_timings);
+  EXPECT_EQ(o.tx->peer_clock_offset_ns, 0);
+  for (const ChunkTiming& t : o.tx->chunk_timings) EXPECT_EQ(t.recv_begin_ns, 0);
+  EXPECT_EQ(dst.k, src.k);
 }
 
 TEST_P(TransferTest, WrongTokenIsRejectedWithoutReadingThePayload) {
