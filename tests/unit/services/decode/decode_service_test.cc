@@ -10,6 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "services/runner/generate.h"
 #include "services/transfer/pipeline.h"
 #include "services/transfer/tcp/tcp_transport.h"
@@ -53,7 +56,7 @@ class DecodeServiceTest : public ::testing::Test {
     deps.model = model_;
     deps.codecs = registry_.get();
     deps.tcp = tcp_.get();
-    deps.clock = [this] { return now_; };
+    deps.clock = [this] { return clock_.Now(); };
     deps.version = "test";
     service_ = std::make_unique<DecodeService>(options_, std::move(deps));
   }
@@ -120,7 +123,23 @@ class DecodeServiceTest : public ::testing::Test {
   std::unique_ptr<CodecRegistry> registry_;
   std::unique_ptr<transfer::Transport> tcp_;
   DecodeOptions options_;
-  absl::Time now_ = absl::FromUnixSeconds(1000000);
+  // The service's clock: read by its threads (the receiver's lease restart), advanced by the test.
+  class FakeClock {
+   public:
+    absl::Time Now() const {
+      absl::MutexLock l(&mu_);
+      return now_;
+    }
+    void Advance(absl::Duration d) {
+      absl::MutexLock l(&mu_);
+      now_ += d;
+    }
+
+   private:
+    mutable absl::Mutex mu_;
+    absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1000000);
+  };
+  FakeClock clock_;
   std::unique_ptr<DecodeService> service_;
 };
 
@@ -256,9 +275,9 @@ TEST_F(DecodeServiceTest, ExpiredLeaseIsReclaimed) {
   o.lease_ms = 500;
   KVS_ASSERT_OK_AND_ASSIGN(control::SessionGrant g, service_->OpenSession(o, Soon()));
   EXPECT_EQ(g.lease_ms, 500);
-  now_ += absl::Milliseconds(499);
+  clock_.Advance(absl::Milliseconds(499));
   EXPECT_EQ(service_->ReclaimExpired(), 0);
-  now_ += absl::Milliseconds(2);
+  clock_.Advance(absl::Milliseconds(2));
   EXPECT_EQ(service_->ReclaimExpired(), 1);
   EXPECT_EQ(service_->active_sessions(), 0);
   control::ResumeParams rp;
@@ -274,11 +293,11 @@ TEST_F(DecodeServiceTest, LeaseRestartsWhenTheKvHasArrived) {
   control::OpenSessionParams o = OpenFor(p);
   o.lease_ms = 500;
   KVS_ASSERT_OK_AND_ASSIGN(control::SessionGrant g, service_->OpenSession(o, Soon()));
-  now_ += absl::Milliseconds(400);
+  clock_.Advance(absl::Milliseconds(400));
   KVS_ASSERT_OK(SendKv(g, p, "identity").status());  // returns once decode has the KV
-  now_ += absl::Milliseconds(400);                    // 800 ms after OpenSession, 400 after the KV
+  clock_.Advance(absl::Milliseconds(400));                    // 800 ms after OpenSession, 400 after the KV
   EXPECT_EQ(service_->ReclaimExpired(), 0);
-  now_ += absl::Milliseconds(101);
+  clock_.Advance(absl::Milliseconds(101));
   EXPECT_EQ(service_->ReclaimExpired(), 1);
 }
 
