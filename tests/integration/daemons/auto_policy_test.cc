@@ -8,7 +8,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -33,14 +32,7 @@ using ::testing::HasSubstr;
 
 std::string ModelPath() { return TestDataDir() + "/models/stories260K.gguf"; }
 
-std::string TempDir() {
-  static const std::string dir = [] {
-    std::string d = absl::StrCat(::testing::TempDir(), "/kvs_auto_", getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
+std::string TempDir() { return ProcessTempDir("kvs_auto_"); }
 
 // The quality file for stories260K in the `kvs-bench quality --json` schema. A test input, not a
 // measurement: TA values chosen so that a 0.95 floor admits identity, uniform_int8 and fp8_e4m3

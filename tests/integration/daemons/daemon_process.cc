@@ -11,8 +11,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -194,6 +197,12 @@ absl::StatusOr<std::string> HttpGet(const std::string& host_port, const std::str
     return absl::UnavailableError("bad response: " + resp.substr(0, 64));
   }
   return resp.substr(body + 4);
+}
+
+std::string ProcessTempDir(const std::string& prefix) {
+  const std::string d = absl::StrCat(::testing::TempDir(), "/", prefix, getpid());
+  std::filesystem::create_directories(d);
+  return d;
 }
 
 }  // namespace kvs::testing

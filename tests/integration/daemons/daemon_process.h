@@ -48,6 +48,10 @@ struct ProcessResult {
 // Runs a command to completion (timeout: SIGKILL) and captures its output.
 ProcessResult RunProcess(const std::vector<std::string>& argv, absl::Duration timeout = absl::Seconds(120));
 
+// <test temp dir>/<prefix><pid>, created: where a test binary's daemons write their logs and files
+// (kept after the run for post-mortems).
+std::string ProcessTempDir(const std::string& prefix);
+
 // GET http://host:port/path (HTTP/1.0); the response body, or an error.
 absl::StatusOr<std::string> HttpGet(const std::string& host_port, const std::string& path);
 

@@ -37,14 +37,7 @@ const char kPrompt[] = "Once upon a time";
 
 std::string ModelPath() { return TestDataDir() + "/models/stories260K.gguf"; }
 
-std::string TempDir() {
-  static const std::string dir = [] {
-    std::string d = absl::StrCat(::testing::TempDir(), "/kvs_daemons_", getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
+std::string TempDir() { return ProcessTempDir("kvs_daemons_"); }
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(60); }
 

@@ -7,7 +7,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,14 +27,7 @@ using ::testing::HasSubstr;
 
 std::string ModelPath() { return TestDataDir() + "/models/stories260K.gguf"; }
 
-std::string TempDir() {
-  static const std::string dir = [] {
-    std::string d = absl::StrCat(::testing::TempDir(), "/kvs_daemons_tls_", getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
+std::string TempDir() { return ProcessTempDir("kvs_daemons_tls_"); }
 
 std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
