@@ -13,7 +13,7 @@
 #         KVS_RATE                  the tbf rate, or "none" (KVS_DELAY, KVS_LOSS: netem, or "none")
 #   kvs-netns.sh up [options]      create and leave up (prints the same variables)
 #   kvs-netns.sh exec a|b [--name N] -- CMD...   run a command in A or B
-#   kvs-netns.sh down [--name N]   remove (idempotent)
+#   kvs-netns.sh down [--name N]   stop what still runs inside, then remove (idempotent)
 #
 # Options: --name N (default kvs; namespaces N-a, N-b), --rate R (tbf rate, e.g. 1gbit, 10gbit;
 # default: unshaped), --burst B (default 256kb up to 1gbit, 2mb above), --latency L (tbf queue
@@ -61,8 +61,30 @@ names() {
   [[ ${#dev_a} -le 15 ]] || die "--name too long for a device name"
 }
 
+kill_inside() {  # what still runs in the namespaces (a receiver, an iperf3 server), not this script
+  local pids=() p ns
+  for ns in "$ns_a" "$ns_b"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do
+      [[ "$p" == "$$" || "$p" == "$PPID" ]] || pids+=("$p")
+    done
+  done
+  ((${#pids[@]})) || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    local alive=0
+    for p in "${pids[@]}"; do
+      # Exited but not yet reaped by its parent (a zombie) counts as gone.
+      if kill -0 "$p" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]]; then alive=1; fi
+    done
+    ((alive)) || return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
 down() {
   names
+  kill_inside
   ip netns del "$ns_a" 2>/dev/null || true   # deleting a namespace deletes its veth end (and the peer)
   ip netns del "$ns_b" 2>/dev/null || true
   ip link del "$dev_a" 2>/dev/null || true

@@ -210,6 +210,29 @@ bool ReadUntil(int fd, const std::string& marker, absl::Time deadline, std::stri
   return false;
 }
 
+TEST(NetnsHarness, DownStopsWhatStillRunsInsideTheNamespaces) {
+  // An interrupted benchmark leaves a receiver or an iperf3 server in host B: `down` must not.
+  const Net net = NetFor(5);
+  const std::string netns = SourceDir() + "/deploy/netns/kvs-netns.sh";
+  ASSERT_EQ(RunProcess({netns, "up", "--name", net.name, "--subnet", net.subnet}, absl::Seconds(30)).exit_code, 0);
+  Child c = Spawn({Which("ip"), "netns", "exec", net.name + "-b", Which("sleep"), "1000"});
+  ASSERT_GT(c.pid, 0);
+  ProcessResult r = RunProcess({netns, "down", "--name", net.name}, absl::Seconds(30));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // `down` waits for what it stopped, so the process has exited by now (bounded: never hang here).
+  int status = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 100 && (w = waitpid(c.pid, &status, WNOHANG)) == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  if (w == 0) {
+    ::kill(c.pid, SIGKILL);
+    waitpid(c.pid, &status, 0);
+  }
+  close(c.fd);
+  EXPECT_EQ(w, c.pid) << "the process inside the namespace survived `down`";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+  ExpectNothingLeft(net);
+}
+
 TEST(NetnsHarness, InterruptedRunLeavesNothingBehind) {
   const Net net = NetFor(3);
   const fs::path logs = fs::temp_directory_path() / absl::StrCat("kvs-netns-pair-interrupted-", getpid());
