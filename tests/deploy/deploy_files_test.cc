@@ -56,13 +56,22 @@ TEST(DockerCompose, ValidatesWithDockerComposeConfig) {
   ASSERT_TRUE(HaveDockerCompose()) << "docker-compose is missing: run scripts/setup";
   ProcessResult r = RunProcess({Which("docker-compose"), "-f", Compose(), "config", "-q"}, absl::Seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  // The shaped profile adds the tc sidecars.
-  r = RunProcess({Which("docker-compose"), "-f", Compose(), "--profile", "shaped", "config", "--services"},
+  // The shaped profile adds the tc sidecars; kvs-loadgen has a profile of its own, so that `up`
+  // never starts it before the link is shaped (docker-compose 1.29's `config` lists every service
+  // whatever the profiles: the profiles themselves are checked in the resolved file).
+  r = RunProcess({Which("docker-compose"), "-f", Compose(), "--profile", "shaped", "--profile", "load", "config",
+                  "--services"},
                  absl::Seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* s : {"prefill", "decode", "loadgen", "shape-prefill", "shape-decode"}) {
     EXPECT_THAT(r.out, HasSubstr(s));
   }
+  // The sidecars report healthy once tc has the tbf qdisc in place.
+  r = RunProcess({Which("docker-compose"), "-f", Compose(), "--profile", "shaped", "config"}, absl::Seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("grep -q tbf"));
+  EXPECT_THAT(r.out, HasSubstr("profiles:\n    - load"));
+  EXPECT_THAT(r.out, HasSubstr("profiles:\n    - shaped"));
 }
 
 TEST(DockerCompose, ResolvedFileHasTheTopology) {
