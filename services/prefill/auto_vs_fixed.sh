@@ -16,8 +16,15 @@ MODEL=$1
 shift
 W=$(mktemp -d)
 pids=()
-cleanup() {
+cleanup() {  # SIGTERM (the daemons drain), SIGKILL whatever is left after 15 s
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 150); do
+    local alive=0
+    for p in "${pids[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$W"
 }
