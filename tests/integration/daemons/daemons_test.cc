@@ -437,8 +437,12 @@ TEST_F(NetnsPair, TcpAcrossNamespacesEqualsKvsGenerate) {
 
 TEST_F(NetnsPair, UcxOverTcpAcrossNamespacesEqualsKvsGenerate) {
   absl::StatusOr<Pair> pair =
-      Pair::Start("netns-ucx", {"--transports", "ucx", "--data-host", host_b_, "--ucx-tls", "tcp", "--require-lane", "tcp"},
-                  {"--transport", "ucx", "--data-host", host_a_, "--ucx-tls", "tcp", "--require-lane", "tcp"},
+      // Each side on its veth end only (other tests add and remove interfaces meanwhile).
+      Pair::Start("netns-ucx",
+                  {"--transports", "ucx", "--data-host", host_b_, "--ucx-tls", "tcp", "--require-lane", "tcp",
+                   "--ucx-net-devices", veth_ + "b"},
+                  {"--transport", "ucx", "--data-host", host_a_, "--ucx-tls", "tcp", "--require-lane", "tcp",
+                   "--ucx-net-devices", veth_ + "a"},
                   InNamespace(), host_b_ + ":0");
   if (!pair.ok() && absl::StrContains(pair.status().message(), "no UCX transport")) {
     GTEST_SKIP() << "this build has no UCX transport";
