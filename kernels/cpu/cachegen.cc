@@ -374,14 +374,7 @@ class CachegenCodec final : public CodecBase {
         EncodeSliceFast<Portable>(x, g, rec, *w);
       }
     };
-    if (!fast()) {
-      for (int64_t i = 0; i < 2 * slices; ++i) encode_slice(i, nullptr);
-    } else {
-      RunShares(pool, 2 * slices, [&](int64_t share, int64_t i0, int64_t i1) {
-        const Scratch w = ScratchOf(ws, share, g.head_dim);
-        for (int64_t i = i0; i < i1; ++i) encode_slice(i, &w);
-      });
-    }
+    ForEachSlice(2 * slices, g.head_dim, ws, pool, encode_slice);
     return 2 * slices * layout.total;
   }
   absl::Status DecodeBody(absl::Span<const uint8_t> body, uint8_t, const MutableKvCacheView& out,
@@ -413,19 +406,25 @@ class CachegenCodec final : public CodecBase {
         DecodeSliceFast<Portable>(rec, g, y, *w);
       }
     };
-    if (!fast()) {
-      for (int64_t i = 0; i < 2 * slices; ++i) decode_slice(i, nullptr);
-    } else {
-      RunShares(pool, 2 * slices, [&](int64_t share, int64_t i0, int64_t i1) {
-        const Scratch w = ScratchOf(ws, share, g.head_dim);
-        for (int64_t i = i0; i < i1; ++i) decode_slice(i, &w);
-      });
-    }
+    ForEachSlice(2 * slices, g.head_dim, ws, pool, decode_slice);
     return absl::OkStatus();
   }
 
  private:
   bool fast() const { return options().path == CodecPath::kFast; }
+  // fn(i, scratch) for slices [0, n): the reference path one after another without scratch, the
+  // fast path in one share per pool thread with that thread's scratch.
+  template <typename Fn>
+  void ForEachSlice(int64_t n, int64_t head_dim, absl::Span<uint8_t> ws, ThreadPool* pool, const Fn& fn) const {
+    if (!fast()) {
+      for (int64_t i = 0; i < n; ++i) fn(i, nullptr);
+      return;
+    }
+    RunShares(pool, n, [&](int64_t share, int64_t i0, int64_t i1) {
+      const Scratch w = ScratchOf(ws, share, head_dim);
+      for (int64_t i = i0; i < i1; ++i) fn(i, &w);
+    });
+  }
 };
 
 }  // namespace
