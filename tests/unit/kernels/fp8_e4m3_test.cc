@@ -15,6 +15,7 @@
 #include "kernels/fidelity.h"
 #include "kernels/format/fp8_e4m3.h"
 #include "kernels/format/payload.h"
+#include "tests/testing/codec_testing.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
 
@@ -26,10 +27,8 @@ using format::E4m3ToFloat;
 
 std::unique_ptr<Codec> Make(CodecPath path = CodecPath::kFast, bool compat = false) {
   CodecOptions o;
-  o.path = path;
   o.fp8_compat = compat;
-  auto c = CodecRegistry::Builtin().Create("fp8_e4m3", o);
-  return c.ok() ? std::move(c).value() : nullptr;
+  return testing::MakeCodec("fp8_e4m3", path, o);
 }
 
 // float8_e4m3fn by definition: 1 sign, 4 exponent bits (bias 7), 3 mantissa bits, subnormals,

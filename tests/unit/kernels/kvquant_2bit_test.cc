@@ -16,6 +16,7 @@
 #include "kernels/codec.h"
 #include "kernels/fidelity.h"
 #include "kernels/format/bytes.h"
+#include "tests/testing/codec_testing.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
 
@@ -24,30 +25,12 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::StatusIs;
+using testing::Cosine;
+using testing::Ulp16;
 
 constexpr uint64_t kHeader = 32;
 
-std::unique_ptr<Codec> Make(CodecPath path) {
-  CodecOptions o;
-  o.path = path;
-  auto c = CodecRegistry::Builtin().Create("kvquant_2bit", o);
-  EXPECT_THAT(c, testing::IsOk());
-  return c.ok() ? std::move(c).value() : nullptr;
-}
-
-double Cosine(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double x = HalfToFloat(a[i]), y = HalfToFloat(b[i]);
-    ab += x * y, aa += x * x, bb += y * y;
-  }
-  return ab / std::sqrt(aa * bb);
-}
-
-double Ulp16(double x) {
-  const double a = std::max(std::fabs(x), 6.103515625e-05);
-  return std::ldexp(1.0, static_cast<int>(std::floor(std::log2(a))) - 10);
-}
+std::unique_ptr<Codec> Make(CodecPath path) { return testing::MakeCodec("kvquant_2bit", path); }
 
 // Blob bytes per CODECS.md §1.5, written out independently of the format header.
 uint64_t BlobBytes(const KvGeometry& g) {

@@ -14,18 +14,14 @@
 #include "kernels/cpu/int4_group.h"
 #include "kernels/fidelity.h"
 #include "kernels/format/uniform_int4.h"
+#include "tests/testing/codec_testing.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
 
 namespace kvs {
 namespace {
 
-std::unique_ptr<Codec> Make(CodecPath path = CodecPath::kFast) {
-  CodecOptions o;
-  o.path = path;
-  auto c = CodecRegistry::Builtin().Create("uniform_int4", o);
-  return c.ok() ? std::move(c).value() : nullptr;
-}
+std::unique_ptr<Codec> Make(CodecPath path = CodecPath::kFast) { return testing::MakeCodec("uniform_int4", path); }
 
 float HalfUlp(float v) {
   const uint16_t h = FloatToHalf(std::fabs(v));

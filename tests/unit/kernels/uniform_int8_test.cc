@@ -12,18 +12,14 @@
 #include "kernels/codec.h"
 #include "kernels/fidelity.h"
 #include "kernels/format/uniform_int8.h"
+#include "tests/testing/codec_testing.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_data.h"
 
 namespace kvs {
 namespace {
 
-std::unique_ptr<Codec> Make(CodecPath path = CodecPath::kFast) {
-  CodecOptions o;
-  o.path = path;
-  auto c = CodecRegistry::Builtin().Create("uniform_int8", o);
-  return c.ok() ? std::move(c).value() : nullptr;
-}
+std::unique_ptr<Codec> Make(CodecPath path = CodecPath::kFast) { return testing::MakeCodec("uniform_int8", path); }
 
 // Per-layer step amax_l / 127 of one tensor (1 when the layer is all zeros).
 std::vector<float> LayerSteps(const std::vector<uint16_t>& x, const KvGeometry& g) {
