@@ -277,16 +277,8 @@ int RunCodecsBench(int argc, char** argv) {
             "with --device cuda: Llama-3.1-8B and -70B at 1K, 4K, 16K and 32K tokens");
   p.AddBool("fp8-compat", &c.fp8_compat, "fp8_e4m3 in the KVShuttle reference's offset-uint8 mode");
   p.AddBool("zero-fill", &c.zero_fill, "pruning codecs zero-fill instead of masking");
-  absl::Status s = p.Parse(argc, argv);
-  if (!s.ok()) {
-    std::cerr << s.message() << "\n";
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
-  s = Run(c);
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
+  absl::Status s = Run(c);
   if (!s.ok()) {
     std::cerr << "kvs-bench codecs: " << s.message() << "\n";
     return 1;

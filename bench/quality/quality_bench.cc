@@ -397,14 +397,7 @@ int RunQualityBench(int argc, char** argv) {
   p.AddInt("perplexity-windows", &c.perplexity_windows, "also report perplexity of --text over this many windows");
   p.AddInt("window", &c.window, "perplexity window in tokens");
   p.AddString("json", &c.json, "write the results as JSON to this file ('-' = stdout)");
-  if (absl::Status s = p.Parse(argc, argv); !s.ok()) {
-    std::cerr << "kvs-bench quality: " << s.message() << "\n" << p.Usage();
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
   if (absl::Status s = Run(c); !s.ok()) {
     std::cerr << "kvs-bench quality: " << s << "\n";
     return 1;

@@ -561,15 +561,7 @@ int RunSweepBench(int argc, char** argv) {
   p.AddBool("plan", &c.plan, "print the grid and a lower bound of its time; run nothing");
   p.AddString("json", &c.json, "results JSON file ('-' = stdout, '' = none)");
   p.AddString("log-level", &c.log_level, "error, warn, info, debug");
-  absl::Status s = p.Parse(argc, argv);
-  if (!s.ok()) {
-    std::cerr << "kvs-bench sweep: " << s.message() << "\n";
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
   ConfigureLogging(c.log_level);
   std::vector<std::string> argv_all(argv, argv + argc);
   static TeardownExec teardown;
@@ -586,7 +578,7 @@ int RunSweepBench(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
   }
-  s = Sweep(c, argv_all);
+  absl::Status s = Sweep(c, argv_all);
   if (!s.ok()) {
     std::cerr << "\nkvs-bench sweep: " << s.ToString() << "\n";
     return 1;

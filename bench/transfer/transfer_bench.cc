@@ -823,15 +823,7 @@ int RunTransferBench(int argc, char** argv) {
               "Measured KV transfer (sender here, receiver in a second process) over TCP / UCX, "
               "beside the raw link (iperf3 / ucx_perftest) and the analytic model of CODECS.md §5.");
   AddFlags(&p, &c);
-  absl::Status s = p.Parse(argc, argv);
-  if (!s.ok()) {
-    std::cerr << s.message() << "\n";
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
   ConfigureLogging(c.log_level);
   if (c.role == "recv") return RecvMain(c);
   absl::StatusOr<nlohmann::json> j = SendMain(c, {});

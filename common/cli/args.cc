@@ -1,5 +1,7 @@
 #include "common/cli/args.h"
 
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,20 +20,24 @@ void ArgParser::AddString(const std::string& name, std::string* out, const std::
 
 void ArgParser::AddInt(const std::string& name, int64_t* out, const std::string& help) {
   opts_.push_back({name, help, std::to_string(*out), false, [out, name](const std::string& v) {
-                     if (!absl::SimpleAtoi(v, out)) {
+                     int64_t parsed;  // the default stays when the value is not an integer
+                     if (!absl::SimpleAtoi(v, &parsed)) {
                        return absl::InvalidArgumentError(
                            absl::StrCat("--", name, ": '", v, "' is not an integer"));
                      }
+                     *out = parsed;
                      return absl::OkStatus();
                    }});
 }
 
 void ArgParser::AddDouble(const std::string& name, double* out, const std::string& help) {
   opts_.push_back({name, help, absl::StrCat(*out), false, [out, name](const std::string& v) {
-                     if (!absl::SimpleAtod(v, out)) {
+                     double parsed;  // the default stays when the value is not a number
+                     if (!absl::SimpleAtod(v, &parsed)) {
                        return absl::InvalidArgumentError(
                            absl::StrCat("--", name, ": '", v, "' is not a number"));
                      }
+                     *out = parsed;
                      return absl::OkStatus();
                    }});
 }
@@ -84,8 +90,7 @@ absl::Status ArgParser::Parse(int argc, char** argv) {
     }
     Opt* o = Find(name);
     if (o == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(program_, ": unknown option --", name, " (see --help)"));
+      return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
     }
     if (!has_value && !o->is_bool) {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
@@ -96,6 +101,18 @@ absl::Status ArgParser::Parse(int argc, char** argv) {
     o->seen = true;
   }
   return absl::OkStatus();
+}
+
+std::optional<int> ArgParser::ParseForMain(int argc, char** argv) {
+  if (absl::Status s = Parse(argc, argv); !s.ok()) {
+    std::cerr << program_ << ": " << s.message() << " (see --help)\n";
+    return 2;
+  }
+  if (help_) {
+    std::cout << Usage();
+    return 0;
+  }
+  return std::nullopt;
 }
 
 std::string ArgParser::Usage() const {

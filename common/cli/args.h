@@ -11,10 +11,13 @@
 //   p.AddString("model", &model, "geometry preset");
 //   KVS_RETURN_IF_ERROR(p.Parse(argc, argv));   // argv[0] is skipped
 //   if (p.help_requested()) { std::cout << p.Usage(); return 0; }
+// or, in a main():
+//   if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,9 @@ class ArgParser {
   // Parses argv[1..argc). Positional arguments are collected into positional().
   absl::Status Parse(int argc, char** argv);
   bool help_requested() const { return help_; }
+  // Parse for a main(): nullopt = go on; else the exit status, after printing the usage to stdout
+  // (--help: 0) or "<program>: <error>" to stderr (2).
+  std::optional<int> ParseForMain(int argc, char** argv);
   bool was_set(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }
   std::string Usage() const;

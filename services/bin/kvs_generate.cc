@@ -154,14 +154,7 @@ int main(int argc, char** argv) {
   p.AddString("dump-kv", &f.dump_kv, "directory for the prompt's K.npy, V.npy (fp16 [L,H,S,D]) and tokens.npy");
   p.AddInt("threads", &f.threads, "libtorch/OpenBLAS threads; 0 = all hardware threads");
   p.AddString("log-level", &f.log_level, "error, warn, info, debug");
-  if (absl::Status s = p.Parse(argc, argv); !s.ok()) {
-    std::cerr << "kvs-generate: " << s.message() << "\n" << p.Usage();
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
   if (!kvs::ConfigureLogging(f.log_level)) {
     std::cerr << "kvs-generate: unknown --log-level " << f.log_level << "\n";
     return 2;

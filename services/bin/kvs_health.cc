@@ -33,14 +33,7 @@ int main(int argc, char** argv) {
   p.AddString("tls-key", &tls.key_file, "TLS: private key (PEM) of --tls-cert");
   p.AddString("tls-server-name", &tls.server_name_override,
               "TLS: name the daemon's certificate must carry (default: HOST)");
-  if (absl::Status s = p.Parse(argc, argv); !s.ok()) {
-    std::cerr << "kvs-health: " << s.message() << "\n";
-    return 2;
-  }
-  if (p.help_requested()) {
-    std::cout << p.Usage();
-    return 0;
-  }
+  if (std::optional<int> rc = p.ParseForMain(argc, argv)) return *rc;
   if (p.positional().size() != 1) {
     std::cerr << "kvs-health: expected exactly one HOST:PORT (see --help)\n";
     return 2;
